@@ -1,0 +1,69 @@
+import type { Logger } from 'pino';
+import { LeaseLost } from '../errors/domain.js';
+import type { ImageRegistry } from '../images/registry.js';
+import type { Metrics } from '../metrics/metrics.js';
+import type { OutputStore } from '../output/store.js';
+import type { AgentMessage } from '../protocol/messages.js';
+import type { JobMachine } from '../queue/machine.js';
+import type { AgentConn } from './conn.js';
+import type { AgentHub } from './hub.js';
+
+export interface HandlerDeps {
+  machine: JobMachine;
+  output: OutputStore;
+  images: ImageRegistry;
+  metrics: Metrics;
+  log: Logger;
+  hub: AgentHub;
+}
+
+type Msg<T extends AgentMessage['type']> = Extract<AgentMessage, { type: T }>;
+
+/** One small handler per message type; a stale fence is answered by stopping that attempt. */
+const handlers: { [T in Exclude<AgentMessage['type'], 'hello'>]: (d: HandlerDeps, a: AgentConn, m: Msg<T>) => void } = {
+  heartbeat(d, a, m) {
+    a.lastSeen = Date.now();
+    a.pool = m.pool;
+    a.warm = new Map(m.pool.warm.map((w) => [`${w.tenant}\0${w.image}`, w.idle]));
+    if (m.images.join('\0') !== a.images.join('\0')) {
+      a.images = m.images;
+      d.images.setAgentImages(a.id, m.images);
+    }
+    for (const r of m.running) {
+      if (!d.machine.renewOne(r.jobId, r.fence)) {
+        a.running.delete(r.jobId);
+        d.hub.sendTo(a, { type: 'cancel', jobId: r.jobId, fence: r.fence });
+      }
+    }
+  },
+
+  started(d, a, m) {
+    try {
+      d.machine.start(m.jobId, m.fence, m.container);
+    } catch (err) {
+      if (!(err instanceof LeaseLost)) throw err;
+      d.hub.sendTo(a, { type: 'cancel', jobId: m.jobId, fence: m.fence });
+    }
+  },
+
+  output(d, _a, m) {
+    d.output.append(m.jobId, m.fence, m.stream, Buffer.from(m.data, 'base64'));
+  },
+
+  ended(d, a, m) {
+    if (a.running.get(m.jobId) === m.fence) a.running.delete(m.jobId);
+    d.metrics.attemptsEnded.inc({ reason: m.result.reason });
+    try {
+      d.machine.finish(m.jobId, m.fence, m.result);
+    } catch (err) {
+      if (!(err instanceof LeaseLost)) throw err;
+      d.log.info({ agent: a.id, jobId: m.jobId, fence: m.fence }, 'late result for a superseded attempt rejected');
+    }
+    d.hub.emit('capacity');
+  },
+};
+
+export function handleMessage(d: HandlerDeps, a: AgentConn, m: AgentMessage): void {
+  if (m.type === 'hello') return;
+  (handlers[m.type] as (d: HandlerDeps, a: AgentConn, m: AgentMessage) => void)(d, a, m);
+}

@@ -1,0 +1,162 @@
+import { EventEmitter } from 'node:events';
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { TokenVerifier } from '../auth/verifier.js';
+import {
+  AGENT_PATH,
+  AgentMessage,
+  MAX_FRAME_BYTES,
+  PROTOCOL_VERSION,
+  parseFrame,
+  type GatewayMessage,
+} from '../protocol/messages.js';
+import { handleMessage, type HandlerDeps } from './handlers.js';
+import type { AgentConn } from './conn.js';
+
+export interface HubEvents {
+  /** Capacity appeared: an agent said hello, or a slot came free. */
+  'capacity': [];
+  'agent:gone': [{ agent: string }];
+}
+
+const HELLO_TIMEOUT_MS = 10_000;
+
+/**
+ * The agents' WebSocket hub: authenticates agents at the upgrade (agent scope), keeps one
+ * connection per agent name, validates every frame, and hands each to its handler.
+ */
+export class AgentHub extends EventEmitter<HubEvents> {
+  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
+  private readonly conns = new Map<string, AgentConn>();
+
+  constructor(
+    private readonly deps: Omit<HandlerDeps, 'hub'> & {
+      verifier: TokenVerifier;
+      log: Logger;
+      heartbeatMs: number;
+      commit: <T>(fn: () => T) => Promise<T>;
+    },
+  ) {
+    super();
+    deps.machine.on('job:cancel', ({ jobId, agent, fence }) => this.send(agent, { type: 'cancel', jobId, fence }));
+  }
+
+  /** Takes over upgrades to the agent path on `server`. */
+  attach(server: Server): void {
+    server.on('upgrade', (req, socket, head) => {
+      void this.upgrade(req, socket, head);
+    });
+  }
+
+  private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const refuse = (status: number, text: string) => {
+      socket.end(`HTTP/1.1 ${status} ${text}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${text}\n`);
+    };
+    try {
+      const path = (req.url ?? '').split('?')[0];
+      if (path !== AGENT_PATH) return refuse(404, 'Not Found');
+      const m = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+      if (!m) return refuse(401, 'Unauthorized');
+      const principal = await this.deps.verifier.verify(m[1]!).catch(() => undefined);
+      if (!principal) return refuse(401, 'Unauthorized');
+      if (!principal.scopes.has('agent')) return refuse(403, 'Forbidden');
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, principal.sub));
+    } catch (err) {
+      this.deps.log.warn({ err }, 'agent upgrade failed');
+      refuse(400, 'Bad Request');
+    }
+  }
+
+  private accept(ws: WebSocket, sub: string): void {
+    let conn: AgentConn | undefined;
+    const helloTimer = setTimeout(() => ws.close(4000, 'hello expected'), HELLO_TIMEOUT_MS);
+    ws.on('error', (err) => this.deps.log.warn({ err, agent: conn?.id }, 'agent socket error'));
+    ws.on('message', (data) => {
+      const parsed = parseFrame(AgentMessage, data);
+      if (!parsed.ok) {
+        this.deps.log.warn({ agent: conn?.id ?? sub, error: parsed.error }, 'dropped malformed agent frame');
+        return;
+      }
+      const msg = parsed.msg;
+      try {
+        if (!conn) {
+          if (msg.type !== 'hello') return void ws.close(4000, 'hello expected');
+          if (msg.version !== PROTOCOL_VERSION) return void ws.close(4001, `protocol ${PROTOCOL_VERSION} required`);
+          clearTimeout(helloTimer);
+          conn = this.register(ws, msg);
+          return;
+        }
+        const c = conn;
+        // Frames from one turn of the event loop share one grouped commit (one fsync).
+        this.deps.commit(() => handleMessage({ ...this.deps, hub: this }, c, msg)).catch((err: unknown) =>
+          this.deps.log.error({ err, agent: c.id, type: msg.type }, 'agent message handler failed'),
+        );
+      } catch (err) {
+        this.deps.log.error({ err, agent: conn?.id, type: msg.type }, 'agent message handler failed');
+      }
+    });
+    ws.on('close', () => {
+      clearTimeout(helloTimer);
+      if (conn && this.conns.get(conn.id) === conn) {
+        this.conns.delete(conn.id);
+        this.deps.images.forgetAgent(conn.id);
+        this.deps.log.info({ agent: conn.id }, 'agent disconnected');
+        // Its attempts keep their leases: the agent may reconnect and report them; if not, they expire.
+        this.emit('agent:gone', { agent: conn.id });
+      }
+    });
+  }
+
+  private register(ws: WebSocket, hello: Extract<AgentMessage, { type: 'hello' }>): AgentConn {
+    const previous = this.conns.get(hello.agent);
+    if (previous) previous.ws.close(4002, 'replaced by a new connection');
+    const conn: AgentConn = {
+      id: hello.agent,
+      ws,
+      capacity: hello.capacity,
+      images: hello.images,
+      pool: hello.pool,
+      running: new Map(),
+      warm: new Map(hello.pool.warm.map((w) => [`${w.tenant}\0${w.image}`, w.idle])),
+      connectedAt: Date.now(),
+      lastSeen: Date.now(),
+    };
+    this.conns.set(conn.id, conn);
+    this.deps.images.setAgentImages(conn.id, hello.images);
+    this.sendTo(conn, { type: 'welcome', version: PROTOCOL_VERSION, agent: conn.id, heartbeatMs: this.deps.heartbeatMs });
+    // Attempts it still runs from before a reconnect: keep the current ones, stop the stale ones.
+    for (const r of hello.running) {
+      if (this.deps.machine.renewOne(r.jobId, r.fence)) conn.running.set(r.jobId, r.fence);
+      else this.sendTo(conn, { type: 'cancel', jobId: r.jobId, fence: r.fence });
+    }
+    this.deps.log.info({ agent: conn.id, capacity: hello.capacity, images: hello.images, resumed: conn.running.size }, 'agent connected');
+    this.emit('capacity');
+    return conn;
+  }
+
+  send(agent: string, msg: GatewayMessage): boolean {
+    const conn = this.conns.get(agent);
+    return conn ? this.sendTo(conn, msg) : false;
+  }
+
+  sendTo(conn: AgentConn, msg: GatewayMessage): boolean {
+    if (conn.ws.readyState !== conn.ws.OPEN) return false;
+    conn.ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  agents(): AgentConn[] {
+    return [...this.conns.values()];
+  }
+
+  count(): number {
+    return this.conns.size;
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.conns.values()) c.ws.close(1001, 'gateway stopping');
+    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+  }
+}

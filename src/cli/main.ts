@@ -1,0 +1,65 @@
+#!/usr/bin/env node
+import { ConfigError } from '../config.js';
+import { parseArgs, UsageError, type Args } from './args.js';
+import { GATEWAY_HELP, gatewayCommand } from './gateway.js';
+import { TOKEN_HELP, tokenCommand } from './token.js';
+
+const HELP = `corral — run commands in pre-warmed, unprivileged LXC containers
+
+Usage:
+  corral up [flags]                     gateway + a local agent with a warm pool (all-in-one)
+  corral gateway [flags]                the HTTP API, agent hub and scheduler
+  corral agent --gateway ws://H:P --token T [--slots N]
+                                        a worker node's daemon
+  corral token --tenant T --scope "jobs:read jobs:write" [--ttl 30d]
+                                        mint a token
+  corral run [--image I --timeout S --retries N --cpu C --memory M] -- CMD...
+                                        submit a job, stream its output, exit with its code
+  corral image build busybox|debian | import NAME ROOTFS.tar | ls
+                                        manage images on this node
+
+Run "corral COMMAND --help" for a command's flags.`;
+
+interface Command {
+  help: string;
+  run(args: Args): Promise<void>;
+}
+
+const commands: Record<string, Command> = {
+  gateway: { help: GATEWAY_HELP, run: gatewayCommand },
+  token: { help: TOKEN_HELP, run: tokenCommand },
+};
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(HELP + '\n');
+    return 0;
+  }
+  const command = commands[name];
+  if (!command) {
+    process.stderr.write(`corral: unknown command "${name}"\n\n${HELP}\n`);
+    return 2;
+  }
+  const args = parseArgs(rest, new Set(['help', 'fresh', 'follow', 'no-wait']));
+  if (args.flags.help) {
+    process.stdout.write(command.help + '\n');
+    return 0;
+  }
+  await command.run(args);
+  return -1;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (err: unknown) => {
+    if (err instanceof UsageError || err instanceof ConfigError) {
+      process.stderr.write(`corral: ${err.message}\n`);
+      process.exit(2);
+    }
+    process.stderr.write(`corral: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

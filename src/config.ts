@@ -1,0 +1,105 @@
+import { z } from 'zod';
+
+/**
+ * The gateway's settings, parsed once at start-up from flags and the environment (flags win).
+ * Nothing else in `src/` reads `process.env`.
+ */
+const GatewayConfigSchema = z.object({
+  port: z.coerce.number().int().min(0).max(65535).default(8080),
+  host: z.string().min(1).default('127.0.0.1'),
+  dataDir: z.string().min(1).default('./.corral'),
+  jwtSecret: z.string().min(32, 'CORRAL_JWT_SECRET must be at least 32 bytes').optional(),
+  jwtIssuer: z.string().min(1).default('corral'),
+  jwtAudience: z.string().min(1).default('corral'),
+  jwks: z.string().min(1).optional(),
+  /** Images the gateway accepts before any agent has reported its own. */
+  defaultImages: z
+    .string()
+    .default('busybox')
+    .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean)),
+  defaultImage: z.string().default('busybox'),
+  /** Largest request body in bytes. */
+  bodyLimit: z.coerce.number().int().positive().default(1024 * 1024),
+  /** A scrape token that may read /metrics without an admin JWT. */
+  metricsToken: z.string().min(16).optional(),
+  /** `full`: each commit is fsynced (grouped per event-loop tick); `normal`: WAL without fsync per commit. */
+  sync: z.enum(['full', 'normal']).default('full'),
+  /** How long an attempt's lease lasts without a heartbeat, in ms. */
+  leaseMs: z.coerce.number().int().positive().default(15_000),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Base URL printed in trigger and console links. */
+  publicUrl: z.string().url().optional(),
+});
+
+export type GatewayConfig = z.infer<typeof GatewayConfigSchema>;
+
+const ENV_KEYS: Record<keyof z.input<typeof GatewayConfigSchema>, string> = {
+  port: 'CORRAL_PORT',
+  host: 'CORRAL_HOST',
+  dataDir: 'CORRAL_DATA',
+  jwtSecret: 'CORRAL_JWT_SECRET',
+  jwtIssuer: 'CORRAL_JWT_ISSUER',
+  jwtAudience: 'CORRAL_JWT_AUDIENCE',
+  jwks: 'CORRAL_JWKS',
+  defaultImages: 'CORRAL_IMAGES',
+  defaultImage: 'CORRAL_DEFAULT_IMAGE',
+  bodyLimit: 'CORRAL_BODY_LIMIT',
+  metricsToken: 'CORRAL_METRICS_TOKEN',
+  sync: 'CORRAL_SYNC',
+  leaseMs: 'CORRAL_LEASE_MS',
+  logLevel: 'CORRAL_LOG_LEVEL',
+  publicUrl: 'CORRAL_PUBLIC_URL',
+};
+
+/** Flag names are the kebab-case keys: `--data-dir` or its short form `--data`. */
+const FLAG_ALIASES: Record<string, string> = { data: 'dataDir' };
+
+function camel(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_, ch: string) => ch.toUpperCase());
+}
+
+/**
+ * Merges environment and flags into one raw record keyed by config field.
+ * Unknown flags are left for the caller to reject.
+ */
+export function mergeSources(
+  keys: Record<string, string>,
+  flags: Record<string, string | boolean>,
+  env: NodeJS.ProcessEnv,
+  aliases: Record<string, string> = {},
+): Record<string, unknown> {
+  const raw: Record<string, unknown> = {};
+  for (const [field, envKey] of Object.entries(keys)) {
+    const v = env[envKey];
+    if (v !== undefined && v !== '') raw[field] = v;
+  }
+  for (const [flag, value] of Object.entries(flags)) {
+    const field = aliases[flag] ?? camel(flag);
+    if (field in keys) raw[field] = value;
+  }
+  return raw;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Parses a zod schema and turns its issues into one readable ConfigError. */
+export function parseConfig<T extends z.ZodTypeAny>(schema: T, raw: unknown, keys: Record<string, string>): z.infer<T> {
+  const result = schema.safeParse(raw);
+  if (result.success) return result.data;
+  const lines = result.error.issues.map((i) => {
+    const field = String(i.path[0] ?? '');
+    return `${keys[field] ?? field}: ${i.message}`;
+  });
+  throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`);
+}
+
+export function loadGatewayConfig(
+  flags: Record<string, string | boolean> = {},
+  env: NodeJS.ProcessEnv = process.env,
+): GatewayConfig {
+  return parseConfig(GatewayConfigSchema, mergeSources(ENV_KEYS, flags, env, FLAG_ALIASES), ENV_KEYS);
+}
+
+export const GATEWAY_FLAGS = Object.keys(ENV_KEYS);

@@ -1,0 +1,55 @@
+import Database from 'better-sqlite3';
+import { drizzle, type BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
+import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as schema from './schema/index.js';
+import { GroupCommit } from './group-commit.js';
+
+export type Db = BetterSQLite3Database<typeof schema>;
+
+export interface Store {
+  sqlite: Database.Database;
+  db: Db;
+  /** Runs `fn` inside the next grouped, fsynced commit; resolves once it is on disk. */
+  commit: GroupCommit['run'];
+  close(): void;
+}
+
+/** The folder holding package.json, found from this file whether it runs from src/ or dist/src/. */
+export function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json')) || !existsSync(join(dir, 'migrations'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('cannot find the corral package root');
+    dir = up;
+  }
+  return dir;
+}
+
+/**
+ * Opens (creating if needed) the SQLite database, applies committed migrations and sets WAL.
+ * `sync: 'full'` fsyncs the WAL on every commit, so a 202 means the job is on disk; commits from
+ * one event-loop tick are grouped into one transaction to pay for one fsync between them.
+ */
+export function openStore(file: string, sync: 'full' | 'normal' = 'full'): Store {
+  if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+  const sqlite = new Database(file);
+  sqlite.pragma('journal_mode = WAL');
+  sqlite.pragma(`synchronous = ${sync === 'full' ? 'FULL' : 'NORMAL'}`);
+  sqlite.pragma('foreign_keys = ON');
+  sqlite.pragma('busy_timeout = 5000');
+  const db = drizzle(sqlite, { schema });
+  migrate(db, { migrationsFolder: join(packageRoot(), 'migrations') });
+  const group = new GroupCommit(sqlite);
+  return {
+    sqlite,
+    db,
+    commit: group.run,
+    close: () => {
+      group.flush();
+      sqlite.close();
+    },
+  };
+}

@@ -1,0 +1,45 @@
+import { sqliteTable, text, integer, index, uniqueIndex } from 'drizzle-orm/sqlite-core';
+import { sql } from 'drizzle-orm';
+import type { JobSpec } from '../../jobs/spec.js';
+
+/**
+ * One invocation. Only `src/queue/machine.ts` writes `state` and the lease columns.
+ * `fence` grows by one on every claim; a write that carries an older fence changes nothing.
+ */
+export const jobs = sqliteTable(
+  'jobs',
+  {
+    id: text('id').primaryKey(),
+    tenant: text('tenant').notNull(),
+    name: text('name'),
+    state: text('state').notNull(),
+    image: text('image').notNull(),
+    spec: text('spec', { mode: 'json' }).$type<JobSpec>().notNull(),
+    retries: integer('retries').notNull(),
+    /** Failed attempts that count against `retries` (platform losses do not). */
+    failures: integer('failures').notNull().default(0),
+    platformFailures: integer('platform_failures').notNull().default(0),
+    attemptCount: integer('attempt_count').notNull().default(0),
+    fence: integer('fence').notNull().default(0),
+    runAfter: integer('run_after').notNull(),
+    agent: text('agent'),
+    leaseExpiresAt: integer('lease_expires_at'),
+    cancelRequested: integer('cancel_requested', { mode: 'boolean' }).notNull().default(false),
+    exitCode: integer('exit_code'),
+    signal: text('signal'),
+    reason: text('reason'),
+    createdAt: integer('created_at').notNull(),
+    startedAt: integer('started_at'),
+    endedAt: integer('ended_at'),
+    outputBytes: integer('output_bytes').notNull().default(0),
+    outputTruncated: integer('output_truncated', { mode: 'boolean' }).notNull().default(false),
+  },
+  (t) => [
+    uniqueIndex('jobs_tenant_name').on(t.tenant, t.name),
+    index('jobs_tenant_id').on(t.tenant, t.id),
+    index('jobs_tenant_state').on(t.tenant, t.state),
+    // The dispatch query walks only a tenant's queued rows, oldest first.
+    index('jobs_claimable').on(t.tenant, t.runAfter, t.id).where(sql`state = 'queued'`),
+    index('jobs_leases').on(t.leaseExpiresAt).where(sql`state = 'running'`),
+  ],
+);

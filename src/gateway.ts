@@ -1,0 +1,65 @@
+import { existsSync, writeFileSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { join } from 'node:path';
+import { serve } from '@hono/node-server';
+import { mintToken } from './auth/tokens.js';
+import type { GatewayConfig } from './config.js';
+import { createApp } from './http/app.js';
+import { buildServices, type BuildOptions, type Services } from './services.js';
+
+export interface Gateway {
+  services: Services;
+  server: Server;
+  url: string;
+  /** Set on the first start only: the admin token that was just written. */
+  adminToken?: string;
+  close(): Promise<void>;
+}
+
+const ADMIN_TTL_SECONDS = 365 * 86400;
+
+/** Mints the admin token on first start and writes it to $CORRAL_DATA/admin.token (0600). */
+async function firstStartToken(s: Services): Promise<string | undefined> {
+  const file = join(s.config.dataDir, 'admin.token');
+  if (existsSync(file)) return undefined;
+  const token = await mintToken({
+    secret: s.secret,
+    issuer: s.config.jwtIssuer,
+    audience: s.config.jwtAudience,
+    sub: 'admin',
+    scopes: ['admin'],
+    ttlSeconds: ADMIN_TTL_SECONDS,
+  });
+  writeFileSync(file, token + '\n', { mode: 0o600 });
+  return token;
+}
+
+/** Starts the gateway: HTTP API, agent hub and scheduler on one port. */
+export async function startGateway(config: GatewayConfig, o: BuildOptions = {}): Promise<Gateway> {
+  const services = buildServices(config, o);
+  const adminToken = await firstStartToken(services);
+  const app = createApp(services);
+  const server = await new Promise<Server>((resolve) => {
+    const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s as Server));
+  });
+  server.keepAliveTimeout = 65_000;
+  services.hub.attach(server);
+  services.scheduler.start();
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : config.port;
+  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  services.log.info({ url }, 'gateway listening');
+  return {
+    services,
+    server,
+    url,
+    ...(adminToken && { adminToken }),
+    async close() {
+      services.scheduler.stop();
+      await services.hub.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      services.store.close();
+    },
+  };
+}

@@ -1,0 +1,67 @@
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { requestId } from 'hono/request-id';
+import { routePath } from 'hono/route';
+import { authenticate } from '../auth/middleware.js';
+import { jobRoutes } from '../jobs/routes.js';
+import { tenantRoutes } from '../tenants/routes.js';
+import { agentRoutes } from '../agents/routes.js';
+import type { Services } from '../services.js';
+import type { AppEnv } from './env.js';
+import { ApiError, onError, problem } from './errors.js';
+import { opsRoutes } from './ops.js';
+import { router } from './router.js';
+
+const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
+
+/** Builds the gateway's HTTP app over `services`. Nothing here holds state of its own. */
+export function createApp(s: Services) {
+  const app = new Hono<AppEnv>();
+
+  app.use('*', requestId({ headerName: 'x-request-id', limitLength: 64 }));
+  app.use('*', async function observe(c, next) {
+    const started = performance.now();
+    c.set('services', s);
+    c.set('log', s.log);
+    await next();
+    const seconds = (performance.now() - started) / 1000;
+    s.metrics.httpDuration.observe({ method: c.req.method, route: routePath(c) ?? 'unmatched', status: String(c.res.status) }, seconds);
+    if (c.res.status >= 500 || s.config.logLevel === 'debug') {
+      s.log.info({ requestId: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms: +(seconds * 1000).toFixed(2) }, 'request');
+    }
+  });
+  app.use(
+    '*',
+    bodyLimit({
+      maxSize: s.config.bodyLimit,
+      onError: (c) => problem(c, 'payload_too_large', `the body is larger than ${s.config.bodyLimit} bytes`, [{ field: '(body)', message: 'too large' }]),
+    }),
+  );
+  app.use('/v1/*', async function jsonOnly(c, next) {
+    if (c.req.method === 'POST' || c.req.method === 'PUT' || c.req.method === 'PATCH') {
+      const type = c.req.header('content-type');
+      const hasBody = c.req.header('content-length') !== '0' && (c.req.header('content-length') || c.req.header('transfer-encoding'));
+      if (hasBody && !(type && JSON_TYPE.test(type)) && !c.req.path.endsWith('/invoke')) {
+        throw new ApiError('unsupported_media_type', 'the body must be application/json', [{ field: 'content-type', message: `got ${type ?? 'none'}` }]);
+      }
+    }
+    await next();
+  });
+  app.use('/v1/*', authenticate(s.verifier, s.tenants.exists));
+
+  const api = router();
+  api.route('/', tenantRoutes(s));
+  api.route('/', jobRoutes(s));
+  api.route('/', agentRoutes(s));
+  api.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' });
+  api.doc31('/openapi.json', {
+    openapi: '3.1.0',
+    info: { title: 'corral', version: '1', description: 'Run commands in pre-warmed, unprivileged LXC containers.' },
+  });
+  app.route('/', api);
+  opsRoutes(app, s);
+
+  app.notFound((c) => problem(c, 'not_found', `no route for ${c.req.method} ${c.req.path}`));
+  app.onError(onError);
+  return app;
+}

@@ -1,0 +1,85 @@
+import type { Context } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import { ZodError } from 'zod';
+import type { ContentfulStatusCode } from 'hono/utils/http-status';
+import { Conflict, DomainError, LimitExceeded, NotFound, QuotaExceeded, Unprocessable, LeaseLost } from '../errors/domain.js';
+import type { AppEnv } from './env.js';
+
+/** The closed set of problems the API answers with. */
+export const PROBLEMS = {
+  bad_request: { status: 400, title: 'Bad request' },
+  unauthorized: { status: 401, title: 'Unauthorized' },
+  forbidden: { status: 403, title: 'Forbidden' },
+  not_found: { status: 404, title: 'Not found' },
+  method_not_allowed: { status: 405, title: 'Method not allowed' },
+  conflict: { status: 409, title: 'Conflict' },
+  payload_too_large: { status: 413, title: 'Payload too large' },
+  unsupported_media_type: { status: 415, title: 'Unsupported media type' },
+  unprocessable: { status: 422, title: 'Unprocessable request' },
+  rate_limited: { status: 429, title: 'Too many requests' },
+  internal: { status: 500, title: 'Internal error' },
+  unavailable: { status: 503, title: 'Service unavailable' },
+} as const;
+
+export type ProblemCode = keyof typeof PROBLEMS;
+
+export interface FieldError {
+  field: string;
+  message: string;
+}
+
+/** An error that is already an HTTP answer. Thrown by middleware and routes. */
+export class ApiError extends Error {
+  constructor(
+    readonly code: ProblemCode,
+    message: string,
+    readonly errors: FieldError[] = [],
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+export function problem(c: Context, code: ProblemCode, detail: string, errors: FieldError[] = [], headers: Record<string, string> = {}) {
+  const { status, title } = PROBLEMS[code];
+  const body = JSON.stringify({ type: `/problems/${code}`, title, status, detail, errors, requestId: c.get('requestId') });
+  return c.body(body, status as ContentfulStatusCode, { 'content-type': 'application/problem+json', ...headers });
+}
+
+export function zodFieldErrors(err: ZodError, prefix = ''): FieldError[] {
+  return err.issues.slice(0, 50).map((i) => {
+    let path = i.path.map(String).join('.');
+    // Unknown keys are reported on the object; name them instead.
+    if (i.code === 'unrecognized_keys') path = [path, ...i.keys].filter(Boolean).join('.');
+    return { field: prefix + (path || '(body)'), message: i.message };
+  });
+}
+
+function fromDomain(err: DomainError): { code: ProblemCode; headers?: Record<string, string> } {
+  if (err instanceof NotFound) return { code: 'not_found' };
+  if (err instanceof Conflict) return { code: 'conflict' };
+  if (err instanceof LimitExceeded || err instanceof Unprocessable) return { code: 'unprocessable' };
+  if (err instanceof QuotaExceeded) return { code: 'rate_limited', headers: { 'retry-after': String(Math.max(1, Math.ceil(err.retryAfterSeconds))) } };
+  if (err instanceof LeaseLost) return { code: 'conflict' };
+  return { code: 'bad_request' };
+}
+
+/** The one place errors become HTTP answers. Unknown errors are logged and answered 500. */
+export function onError(err: Error, c: Context<AppEnv>) {
+  if (err instanceof ApiError) return problem(c, err.code, err.message, err.errors, err.headers);
+  if (err instanceof ZodError) return problem(c, 'bad_request', 'the request is not valid', zodFieldErrors(err));
+  if (err instanceof DomainError) {
+    const { code, headers } = fromDomain(err);
+    const errors = err.field ? [{ field: err.field, message: err.message }] : [];
+    return problem(c, code, err.message, errors, headers);
+  }
+  if (err instanceof HTTPException) {
+    const status = err.status;
+    const code = (Object.keys(PROBLEMS) as ProblemCode[]).find((k) => PROBLEMS[k].status === status) ?? 'bad_request';
+    const detail = /malformed json/i.test(err.message) ? 'the body is not valid JSON' : err.message || PROBLEMS[code].title;
+    return problem(c, code, detail, code === 'bad_request' ? [{ field: '(body)', message: detail }] : []);
+  }
+  c.get('log')?.error({ err, requestId: c.get('requestId') }, 'unhandled error');
+  return problem(c, 'internal', `an internal error occurred; quote request id ${c.get('requestId') ?? 'unknown'}`);
+}

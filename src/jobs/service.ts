@@ -1,0 +1,159 @@
+import { createHash } from 'node:crypto';
+import { and, asc, desc, eq, lt } from 'drizzle-orm';
+import type { Store } from '../db/open.js';
+import { attempts, idempotencyKeys, jobs } from '../db/schema/index.js';
+import { Conflict, NotFound, Unprocessable } from '../errors/domain.js';
+import { newJobId } from '../ids.js';
+import type { JobMachine } from '../queue/machine.js';
+import { FINAL_STATES, type JobState } from '../queue/states.js';
+import type { TenantService } from '../tenants/service.js';
+import type { Admission } from './admission.js';
+import { JOB_ID, toSpec, type JobRequest } from './spec.js';
+import { toJobView, type JobRow, type JobView } from './view.js';
+
+export interface SubmitOptions {
+  idempotencyKey?: string;
+}
+
+export interface ListQuery {
+  state?: JobState;
+  name?: string;
+  limit: number;
+  cursor?: string;
+}
+
+/** Idempotency records outlive any sensible client retry. */
+const IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000;
+
+/** Stable JSON: keys sorted, so that the same body in another key order is the same body. */
+function canonical(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v && typeof v === 'object') {
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+/** Submitting, finding, cancelling and deleting a tenant's jobs. */
+export class JobService {
+  private readonly inFlight = new Set<string>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly machine: JobMachine,
+    private readonly tenants: TenantService,
+    private readonly admission: Admission,
+    private readonly defaultImage: string,
+  ) {}
+
+  /**
+   * Admits and durably queues a job. Resolves once it is committed (fsynced) — a 202 after this
+   * survives a crash. With an idempotency key the same body gives the same job back.
+   */
+  async submit(tenant: string, req: JobRequest, o: SubmitOptions = {}): Promise<{ job: JobView; created: boolean }> {
+    const quota = this.tenants.quota(tenant);
+    const key = o.idempotencyKey;
+    const flightKey = key === undefined ? undefined : `${tenant}\0${key}`;
+    if (flightKey !== undefined) {
+      if (this.inFlight.has(flightKey)) throw new Conflict('a request with this Idempotency-Key is still in flight', 'Idempotency-Key');
+      this.inFlight.add(flightKey);
+    }
+    try {
+      const bodyHash = key === undefined ? '' : createHash('sha256').update(canonical(req)).digest('hex');
+      if (key !== undefined) {
+        const prior = this.findIdempotent(tenant, key);
+        if (prior) return { job: this.replay(tenant, prior, bodyHash), created: false };
+      }
+      const now = Date.now();
+      const spec = this.admission.admit(tenant, toSpec(req, this.defaultImage, quota.maxOutputBytes), quota, now);
+      const id = newJobId(now);
+      await this.store.commit(() => {
+        if (req.name !== undefined && this.store.db.select({ id: jobs.id }).from(jobs).where(and(eq(jobs.tenant, tenant), eq(jobs.name, req.name))).get()) {
+          throw new Conflict(`a job named "${req.name}" already exists`, 'name');
+        }
+        this.machine.enqueue({ id, tenant, name: req.name ?? null, image: spec.image, spec: JSON.stringify(spec), retries: spec.retries, createdAt: now });
+        if (key !== undefined) this.store.db.insert(idempotencyKeys).values({ tenant, key, bodyHash, jobId: id, createdAt: now }).run();
+      });
+      this.machine.announce(id, tenant);
+      return { job: this.get(tenant, id), created: true };
+    } finally {
+      if (flightKey !== undefined) this.inFlight.delete(flightKey);
+    }
+  }
+
+  private findIdempotent(tenant: string, key: string) {
+    const row = this.store.db.select().from(idempotencyKeys).where(and(eq(idempotencyKeys.tenant, tenant), eq(idempotencyKeys.key, key))).get();
+    if (row && row.createdAt < Date.now() - IDEMPOTENCY_TTL_MS) {
+      this.store.db.delete(idempotencyKeys).where(and(eq(idempotencyKeys.tenant, tenant), eq(idempotencyKeys.key, key))).run();
+      return undefined;
+    }
+    return row;
+  }
+
+  private replay(tenant: string, prior: { bodyHash: string; jobId: string | null }, bodyHash: string): JobView {
+    if (prior.bodyHash !== bodyHash) {
+      throw new Unprocessable('this Idempotency-Key was used with a different body', 'Idempotency-Key');
+    }
+    if (prior.jobId === null) throw new Conflict('a request with this Idempotency-Key is still in flight', 'Idempotency-Key');
+    try {
+      return this.get(tenant, prior.jobId);
+    } catch (err) {
+      if (err instanceof NotFound) throw new Unprocessable('the job this Idempotency-Key created was deleted', 'Idempotency-Key');
+      throw err;
+    }
+  }
+
+  /** The job `id` of `tenant`; another tenant's job is NotFound, exactly like a missing one. */
+  get(tenant: string, id: string): JobView {
+    return this.view(this.row(tenant, id));
+  }
+
+  getByIdOrName(tenant: string, idOrName: string): JobView {
+    return this.view(this.rowByIdOrName(tenant, idOrName));
+  }
+
+  row(tenant: string, id: string): JobRow {
+    const row = this.store.db.select().from(jobs).where(and(eq(jobs.id, id), eq(jobs.tenant, tenant))).get();
+    if (!row) throw new NotFound(`job ${id} not found`, 'id');
+    return row;
+  }
+
+  rowByIdOrName(tenant: string, idOrName: string): JobRow {
+    if (JOB_ID.test(idOrName)) return this.row(tenant, idOrName);
+    const row = this.store.db.select().from(jobs).where(and(eq(jobs.tenant, tenant), eq(jobs.name, idOrName))).get();
+    if (!row) throw new NotFound(`job ${idOrName} not found`, 'idOrName');
+    return row;
+  }
+
+  private view(row: JobRow): JobView {
+    const list = this.store.db.select().from(attempts).where(eq(attempts.jobId, row.id)).orderBy(asc(attempts.n)).all();
+    return toJobView(row, list);
+  }
+
+  /** Newest first; `cursor` is the last id of the previous page. */
+  list(tenant: string, q: ListQuery): { jobs: JobView[]; nextCursor: string | null } {
+    const where = and(
+      eq(jobs.tenant, tenant),
+      q.state ? eq(jobs.state, q.state) : undefined,
+      q.name !== undefined ? eq(jobs.name, q.name) : undefined,
+      q.cursor ? lt(jobs.id, q.cursor) : undefined,
+    );
+    const rows = this.store.db.select().from(jobs).where(where).orderBy(desc(jobs.id)).limit(q.limit + 1).all();
+    const page = rows.slice(0, q.limit);
+    return { jobs: page.map((r) => this.view(r)), nextCursor: rows.length > q.limit ? page[page.length - 1]!.id : null };
+  }
+
+  cancel(tenant: string, idOrName: string): JobView {
+    const row = this.rowByIdOrName(tenant, idOrName);
+    if (!FINAL_STATES.has(row.state as JobState)) this.machine.cancel(row.id);
+    return this.get(tenant, row.id);
+  }
+
+  remove(tenant: string, idOrName: string): void {
+    const row = this.rowByIdOrName(tenant, idOrName);
+    this.machine.remove(row.id);
+  }
+}

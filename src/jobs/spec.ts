@@ -1,0 +1,175 @@
+import { z } from '@hono/zod-openapi';
+
+/** Characters a job's text fields may never hold: NUL breaks argv and C strings inside the container. */
+const NO_NUL = /^[^\0]*$/;
+const MAX_COMMAND_BYTES = 64 * 1024;
+const MAX_ARGV = 1024;
+const MAX_ENV_ENTRIES = 128;
+const MAX_ENV_BYTES = 64 * 1024;
+export const MAX_STDIN_BYTES = 256 * 1024;
+export const MAX_NAME_LENGTH = 200;
+const MAX_TIMEOUT_SECONDS = 7 * 24 * 3600;
+export const JOB_ID = /^job_[0-9A-HJKMNP-TV-Z]{26}$/;
+
+const MEMORY_UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
+const MEMORY_TEXT = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$/i;
+export const MIN_MEMORY_BYTES = 8 * 1024 ** 2;
+const MAX_MEMORY_BYTES = 1024 ** 4;
+
+/** "256M", "1.5G", "512MiB" or a byte count → bytes. */
+export function parseMemory(value: string | number): number | undefined {
+  if (typeof value === 'number') return Number.isSafeInteger(value) ? value : undefined;
+  const m = MEMORY_TEXT.exec(value.trim());
+  if (!m) return undefined;
+  const bytes = Math.floor(Number(m[1]) * (MEMORY_UNITS[(m[2] ?? '').toUpperCase()] ?? NaN));
+  return Number.isSafeInteger(bytes) ? bytes : undefined;
+}
+
+const utf8Bytes = (s: string) => Buffer.byteLength(s, 'utf8');
+
+export const CommandSchema = z
+  .union([
+    z
+      .string()
+      .min(1, 'command must not be empty')
+      .regex(NO_NUL, 'command must not contain NUL')
+      .refine((s) => s.trim().length > 0, 'command must not be blank')
+      .refine((s) => utf8Bytes(s) <= MAX_COMMAND_BYTES, `command must be at most ${MAX_COMMAND_BYTES} bytes`),
+    z
+      .array(z.string().regex(NO_NUL, 'argv entries must not contain NUL'))
+      .min(1, 'argv must have at least one entry')
+      .max(MAX_ARGV, `argv may have at most ${MAX_ARGV} entries`)
+      .refine((a) => (a[0] ?? '').length > 0, 'argv[0] must not be empty')
+      .refine(
+        (a) => a.reduce((n, s) => n + utf8Bytes(s) + 1, 0) <= MAX_COMMAND_BYTES,
+        `argv must be at most ${MAX_COMMAND_BYTES} bytes in all`,
+      ),
+  ])
+  .openapi({
+    description: 'A line run by `/bin/sh -c` inside the container, or an argv array executed directly.',
+    example: 'echo hello from $(hostname)',
+  });
+
+export const JobNameSchema = z
+  .string()
+  .min(1, 'name must not be empty')
+  .max(MAX_NAME_LENGTH, `name must be at most ${MAX_NAME_LENGTH} characters`)
+  .refine((s) => !s.includes('/'), 'name must not contain "/"')
+  // Control characters (NUL, newlines, escapes) make names unprintable and unsafe in logs.
+  .refine((s) => !/\p{Cc}/u.test(s), 'name must not contain control characters')
+  .refine((s) => s.trim() === s, 'name must not start or end with whitespace')
+  .refine((s) => !JOB_ID.test(s), 'name must not look like a job id')
+  .openapi({ example: 'nightly-report' });
+
+export const EnvSchema = z
+  .record(
+    z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,255}$/, 'env names are letters, digits and _, not starting with a digit'),
+    z.string().regex(NO_NUL, 'env values must not contain NUL'),
+  )
+  .refine((e) => Object.keys(e).length <= MAX_ENV_ENTRIES, `env may have at most ${MAX_ENV_ENTRIES} entries`)
+  .refine(
+    (e) => Object.entries(e).reduce((n, [k, v]) => n + utf8Bytes(k) + utf8Bytes(v) + 2, 0) <= MAX_ENV_BYTES,
+    `env must be at most ${MAX_ENV_BYTES} bytes in all`,
+  );
+
+export const MemorySchema = z
+  .union([z.number().int(), z.string().max(32)])
+  .transform((v, ctx) => {
+    const bytes = parseMemory(v);
+    if (bytes === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'memory must be bytes or a size such as "256M"' });
+      return z.NEVER;
+    }
+    if (bytes < MIN_MEMORY_BYTES || bytes > MAX_MEMORY_BYTES) {
+      ctx.addIssue({ code: 'custom', message: `memory must be between 8M and 1T` });
+      return z.NEVER;
+    }
+    return bytes;
+  })
+  .openapi({ type: 'string', example: '256M', description: 'Bytes, or a size with K/M/G/T suffix.' });
+
+export const CpusetSchema = z
+  .string()
+  .max(64)
+  .regex(/^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$/, 'cpuset must look like "0-1" or "0,2"')
+  .openapi({ example: '0-1' });
+
+/** The body of `POST /v1/jobs`. */
+export const JobRequestSchema = z
+  .object({
+    command: CommandSchema,
+    image: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'image must be a lowercase name such as "busybox"')
+      .optional(),
+    timeout: z
+      .number()
+      .positive('timeout must be positive')
+      .max(MAX_TIMEOUT_SECONDS, `timeout must be at most ${MAX_TIMEOUT_SECONDS} seconds`)
+      .optional()
+      .openapi({ description: 'Seconds of wall time per attempt.', example: 30 }),
+    retries: z.number().int('retries must be an integer').min(0).max(10).optional(),
+    cpu: z.number().positive('cpu must be positive').max(1024).optional().openapi({ example: 0.5 }),
+    cpuset: CpusetSchema.optional(),
+    memory: MemorySchema.optional(),
+    env: EnvSchema.optional(),
+    stdin: z
+      .string()
+      .refine((s) => utf8Bytes(s) <= MAX_STDIN_BYTES, `stdin must be at most ${MAX_STDIN_BYTES} bytes`)
+      .optional(),
+    name: JobNameSchema.optional(),
+    fresh: z.boolean().optional(),
+    network: z.boolean().optional().openapi({ description: 'Ask for a network interface (policy may refuse).' }),
+    callbackUrl: z
+      .string()
+      .max(2048)
+      .url()
+      .refine((u) => /^https?:\/\//i.test(u), 'callbackUrl must be http or https')
+      .optional(),
+  })
+  .strict()
+  .refine((b) => b.cpu === undefined || b.cpuset === undefined, {
+    message: 'give cpu or cpuset, not both',
+    path: ['cpuset'],
+  })
+  .openapi('JobRequest');
+
+export type JobRequest = z.infer<typeof JobRequestSchema>;
+
+/** A job's request with defaults filled in: what is stored and what the agent receives. */
+export interface JobSpec {
+  command: string | string[];
+  image: string;
+  timeout: number;
+  retries: number;
+  cpu?: number;
+  cpuset?: string;
+  memory?: number;
+  env: Record<string, string>;
+  stdin?: string;
+  fresh: boolean;
+  network: boolean;
+  callbackUrl?: string;
+  /** The tenant's output cap when the job was submitted. */
+  maxOutputBytes: number;
+}
+
+export const DEFAULT_TIMEOUT_SECONDS = 60;
+
+export function toSpec(req: JobRequest, defaultImage: string, maxOutputBytes: number): JobSpec {
+  return {
+    maxOutputBytes,
+    command: req.command,
+    image: req.image ?? defaultImage,
+    timeout: req.timeout ?? DEFAULT_TIMEOUT_SECONDS,
+    retries: req.retries ?? 0,
+    ...(req.cpu !== undefined && { cpu: req.cpu }),
+    ...(req.cpuset !== undefined && { cpuset: req.cpuset }),
+    ...(req.memory !== undefined && { memory: req.memory }),
+    env: req.env ?? {},
+    ...(req.stdin !== undefined && { stdin: req.stdin }),
+    fresh: req.fresh ?? false,
+    network: req.network ?? false,
+    ...(req.callbackUrl !== undefined && { callbackUrl: req.callbackUrl }),
+  };
+}

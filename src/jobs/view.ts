@@ -1,0 +1,113 @@
+import { z } from '@hono/zod-openapi';
+import { JOB_STATES, REASONS } from '../queue/states.js';
+import type { JobSpec } from './spec.js';
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+export const AttemptViewSchema = z
+  .object({
+    n: z.number().int(),
+    agent: z.string(),
+    container: z.string().nullable(),
+    startedAt: z.string().nullable(),
+    endedAt: z.string().nullable(),
+    exitCode: z.number().int().nullable(),
+    signal: z.string().nullable(),
+    reason: z.enum(REASONS).nullable(),
+    cpuSeconds: z.number().nullable(),
+    peakMemoryBytes: z.number().int().nullable(),
+  })
+  .openapi('Attempt');
+
+export const JobViewSchema = z
+  .object({
+    id: z.string(),
+    name: z.string().nullable(),
+    tenant: z.string(),
+    state: z.enum(JOB_STATES),
+    exitCode: z.number().int().nullable(),
+    signal: z.string().nullable(),
+    reason: z.enum(REASONS).nullable(),
+    command: z.union([z.string(), z.array(z.string())]),
+    image: z.string(),
+    timeout: z.number(),
+    retries: z.number().int(),
+    cpu: z.number().optional(),
+    cpuset: z.string().optional(),
+    memory: z.number().int().optional(),
+    env: z.record(z.string(), z.string()),
+    stdin: z.string().optional(),
+    fresh: z.boolean(),
+    network: z.boolean(),
+    callbackUrl: z.string().optional(),
+    attempts: z.array(AttemptViewSchema),
+    createdAt: z.string(),
+    startedAt: z.string().nullable(),
+    endedAt: z.string().nullable(),
+    outputBytes: z.number().int(),
+    outputTruncated: z.boolean(),
+  })
+  .openapi('Job');
+
+export type JobView = z.infer<typeof JobViewSchema>;
+
+export interface JobRow {
+  id: string;
+  name: string | null;
+  tenant: string;
+  state: string;
+  spec: JobSpec;
+  exitCode: number | null;
+  signal: string | null;
+  reason: string | null;
+  createdAt: number;
+  startedAt: number | null;
+  endedAt: number | null;
+  outputBytes: number;
+  outputTruncated: boolean;
+}
+
+export interface AttemptRow {
+  n: number;
+  agent: string;
+  container: string | null;
+  startedAt: number | null;
+  endedAt: number | null;
+  exitCode: number | null;
+  signal: string | null;
+  reason: string | null;
+  cpuSeconds: number | null;
+  peakMemoryBytes: number | null;
+}
+
+/** The public shape of a job. */
+export function toJobView(row: JobRow, attempts: AttemptRow[]): JobView {
+  const { maxOutputBytes: _cap, ...request } = row.spec;
+  return {
+    id: row.id,
+    name: row.name,
+    tenant: row.tenant,
+    state: row.state as JobView['state'],
+    exitCode: row.exitCode,
+    signal: row.signal,
+    reason: row.reason as JobView['reason'],
+    ...request,
+    attempts: attempts.map((a) => ({
+      n: a.n,
+      agent: a.agent,
+      container: a.container,
+      startedAt: iso(a.startedAt),
+      endedAt: iso(a.endedAt),
+      exitCode: a.exitCode,
+      signal: a.signal,
+      reason: a.reason as JobView['reason'],
+      cpuSeconds: a.cpuSeconds,
+      peakMemoryBytes: a.peakMemoryBytes,
+    })),
+    createdAt: iso(row.createdAt)!,
+    startedAt: iso(row.startedAt),
+    endedAt: iso(row.endedAt),
+    outputBytes: row.outputBytes,
+    outputTruncated: row.outputTruncated,
+  };
+}

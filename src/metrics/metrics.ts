@@ -1,0 +1,58 @@
+import type Database from 'better-sqlite3';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** The gateway's Prometheus metrics, in a registry of its own (one per gateway, so tests can make many). */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly httpDuration: Histogram<'method' | 'route' | 'status'>;
+  readonly attemptsEnded: Counter<'reason'>;
+  readonly agentsConnected: Gauge;
+
+  constructor(db: Database.Database, opts: { agents: () => number; defaultMetrics?: boolean } = { agents: () => 0 }) {
+    const byState = db.prepare(`SELECT state, count(*) AS n FROM jobs GROUP BY state`);
+    const depth = db.prepare(`SELECT tenant, count(*) AS n FROM jobs WHERE state = 'queued' GROUP BY tenant`);
+    new Gauge({
+      name: 'corral_jobs',
+      help: 'Jobs by state',
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const r of byState.all() as Array<{ state: string; n: number }>) this.set({ state: r.state }, r.n);
+      },
+    });
+    new Gauge({
+      name: 'corral_queue_depth',
+      help: 'Queued jobs per tenant',
+      labelNames: ['tenant'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const r of depth.all() as Array<{ tenant: string; n: number }>) this.set({ tenant: r.tenant }, r.n);
+      },
+    });
+    this.httpDuration = new Histogram({
+      name: 'corral_http_request_duration_seconds',
+      help: 'HTTP request latency',
+      labelNames: ['method', 'route', 'status'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30, 60],
+      registers: [this.registry],
+    });
+    this.attemptsEnded = new Counter({
+      name: 'corral_attempts_ended_total',
+      help: 'Attempts ended, by reason',
+      labelNames: ['reason'],
+      registers: [this.registry],
+    });
+    const agents = opts.agents;
+    this.agentsConnected = new Gauge({
+      name: 'corral_agents_connected',
+      help: 'Agents connected to the hub',
+      registers: [this.registry],
+      collect() {
+        this.set(agents());
+      },
+    });
+    if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+  }
+}

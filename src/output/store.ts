@@ -1,0 +1,55 @@
+import { EventEmitter } from 'node:events';
+import type Database from 'better-sqlite3';
+
+export type Stream = 'stdout' | 'stderr';
+
+export interface OutputEvents {
+  chunk: [{ jobId: string; attempt: number; stream: Stream; data: Buffer }];
+}
+
+/**
+ * Output of running attempts, stored in arrival order under the job's byte cap. Chunks from an
+ * attempt that is no longer current are dropped; bytes past the cap are dropped and the job is
+ * marked truncated, never silently.
+ */
+export class OutputStore extends EventEmitter<OutputEvents> {
+  private readonly current;
+  private readonly insert;
+  private readonly account;
+  private readonly byAttempt;
+  private readonly markTruncated;
+
+  constructor(private readonly db: Database.Database) {
+    super();
+    this.current = db.prepare(
+      `SELECT attempt_count AS n, output_bytes AS bytes, output_truncated AS truncated, json_extract(spec, '$.maxOutputBytes') AS cap
+       FROM jobs WHERE id = ? AND fence = ? AND state = 'running'`,
+    );
+    this.insert = db.prepare(`INSERT INTO output (job_id, attempt, stream, data) VALUES (?, ?, ?, ?)`);
+    this.account = db.prepare(`UPDATE jobs SET output_bytes = output_bytes + ? WHERE id = ?`);
+    this.markTruncated = db.prepare(`UPDATE jobs SET output_truncated = 1 WHERE id = ?`);
+    this.byAttempt = db.prepare(
+      `SELECT stream, data FROM output WHERE job_id = ? AND attempt = ? AND (? IS NULL OR stream = ?) ORDER BY id`,
+    );
+  }
+
+  /** Appends a chunk of attempt (jobId, fence); returns the bytes kept (0 for a stale attempt). */
+  append(jobId: string, fence: number, stream: Stream, data: Buffer): number {
+    const row = this.current.get(jobId, fence) as { n: number; bytes: number; truncated: number; cap: number | null } | undefined;
+    if (!row) return 0;
+    const room = Math.max(0, (row.cap ?? Infinity) - row.bytes);
+    const kept = data.length <= room ? data : data.subarray(0, room);
+    if (kept.length > 0) {
+      this.insert.run(jobId, row.n, stream, kept);
+      this.account.run(kept.length, jobId);
+      this.emit('chunk', { jobId, attempt: row.n, stream, data: kept });
+    }
+    if (kept.length < data.length && !row.truncated) this.markTruncated.run(jobId);
+    return kept.length;
+  }
+
+  /** The chunks of one attempt, optionally of one stream. */
+  read(jobId: string, attempt: number, stream?: Stream): Array<{ stream: Stream; data: Buffer }> {
+    return this.byAttempt.all(jobId, attempt, stream ?? null, stream ?? null) as Array<{ stream: Stream; data: Buffer }>;
+  }
+}

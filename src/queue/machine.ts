@@ -1,0 +1,192 @@
+import { EventEmitter } from 'node:events';
+import type Database from 'better-sqlite3';
+import { LeaseLost } from '../errors/domain.js';
+import { decideAfterAttempt } from './retry.js';
+import { prepareQueueSql, type QueueSql } from './sql.js';
+import type { AttemptResult, JobState } from './states.js';
+
+export type Clock = () => number;
+
+export interface NewJob {
+  id: string;
+  tenant: string;
+  name: string | null;
+  image: string;
+  spec: string;
+  retries: number;
+  createdAt: number;
+}
+
+export interface Claim {
+  jobId: string;
+  tenant: string;
+  n: number;
+  fence: number;
+}
+
+export interface MachineEvents {
+  'job:queued': [{ jobId: string; tenant: string }];
+  'job:ended': [{ jobId: string; tenant: string; state: JobState }];
+  /** A running job must be stopped on its agent. */
+  'job:cancel': [{ jobId: string; agent: string; fence: number }];
+  'attempt:ended': [{ jobId: string; tenant: string; agent: string; result: AttemptResult }];
+}
+
+export interface MachineOptions {
+  clock?: Clock;
+  leaseMs?: number;
+  backoffBaseMs?: number;
+}
+
+/**
+ * The job state machine. It alone writes a job's state; each transition is one guarded
+ * statement, and a guard that matches no row means the caller lost the lease.
+ *
+ *   queued → running (claim) → succeeded | failed | timed_out | cancelled (finish)
+ *   running → queued (finish with retries left, or reapExpired)
+ *   queued → cancelled (cancel)
+ */
+export class JobMachine extends EventEmitter<MachineEvents> {
+  readonly sql: QueueSql;
+  readonly clock: Clock;
+  readonly leaseMs: number;
+  private readonly backoffBaseMs: number;
+
+  constructor(
+    private readonly db: Database.Database,
+    o: MachineOptions = {},
+  ) {
+    super();
+    this.sql = prepareQueueSql(db);
+    this.clock = o.clock ?? Date.now;
+    this.leaseMs = o.leaseMs ?? 15_000;
+    this.backoffBaseMs = o.backoffBaseMs ?? 1000;
+  }
+
+  /** Inserts a job as `queued`. Call inside the caller's transaction; emits after it commits. */
+  enqueue(job: NewJob): void {
+    this.sql.insertJob.run({ ...job, runAfter: job.createdAt });
+  }
+
+  /** Tells listeners a committed job is waiting (the scheduler wakes on this). */
+  announce(jobId: string, tenant: string): void {
+    this.emit('job:queued', { jobId, tenant });
+  }
+
+  /** queued → running on `agent`, creating attempt n with a fresh fence. Undefined if the job is not claimable. */
+  claim(jobId: string, agent: string): Claim | undefined {
+    const now = this.clock();
+    return this.db.transaction(() => {
+      const row = this.sql.claim.get({ id: jobId, agent, leaseExpiresAt: now + this.leaseMs, now }) as
+        | { tenant: string; fence: number; n: number }
+        | undefined;
+      if (!row) return undefined;
+      this.sql.insertAttempt.run({ jobId, n: row.n, tenant: row.tenant, agent, fence: row.fence, now });
+      return { jobId, tenant: row.tenant, n: row.n, fence: row.fence };
+    })();
+  }
+
+  /** Records that the attempt began in `container`. */
+  start(jobId: string, fence: number, container: string): void {
+    const now = this.clock();
+    this.db.transaction(() => {
+      if (this.sql.startJob.run({ jobId, fence, now }).changes === 0) throw new LeaseLost(`attempt of ${jobId} is no longer current`);
+      this.sql.startAttempt.run({ jobId, fence, container, now });
+    })();
+  }
+
+  /** Extends the leases of every job running on `agent` (called on each heartbeat). */
+  renew(agent: string): number {
+    return this.sql.renewAgent.run({ agent, leaseExpiresAt: this.clock() + this.leaseMs }).changes;
+  }
+
+  /** Extends one attempt's lease; false if it is no longer current. */
+  renewOne(jobId: string, fence: number): boolean {
+    return this.sql.renewJob.run({ jobId, fence, leaseExpiresAt: this.clock() + this.leaseMs }).changes === 1;
+  }
+
+  /** Whether (jobId, fence) is the current attempt of a running job. */
+  isCurrent(jobId: string, fence: number): boolean {
+    return this.sql.runningForFence.get({ jobId, fence }) !== undefined;
+  }
+
+  /**
+   * Ends the attempt (jobId, fence) with `result` and moves the job on: to its final state, or
+   * back to `queued` after a backoff. Throws LeaseLost if the attempt is not current.
+   */
+  finish(jobId: string, fence: number, result: AttemptResult): JobState {
+    const now = this.clock();
+    const outcome = this.db.transaction(() => {
+      const job = this.sql.runningForFence.get({ jobId, fence }) as
+        | { tenant: string; retries: number; failures: number; platformFailures: number; cancelRequested: number }
+        | undefined;
+      if (!job) throw new LeaseLost(`attempt of ${jobId} is no longer current`);
+      const decision = decideAfterAttempt(
+        { result, cancelRequested: job.cancelRequested === 1, retries: job.retries, failures: job.failures, platformFailures: job.platformFailures },
+        this.backoffBaseMs,
+      );
+      const cols = {
+        jobId,
+        fence,
+        now,
+        exitCode: result.exitCode,
+        signal: result.signal,
+        reason: result.reason,
+        failures: decision.failures,
+        platformFailures: decision.platformFailures,
+      };
+      this.sql.endAttempt.run({ ...cols, cpuSeconds: result.cpuSeconds ?? null, peakMemoryBytes: result.peakMemoryBytes ?? null });
+      if (decision.kind === 'requeue') {
+        this.sql.requeueJob.run({ ...cols, runAfter: now + decision.delayMs });
+        return { tenant: job.tenant, state: 'queued' as JobState };
+      }
+      this.sql.finishJob.run({ ...cols, state: decision.state });
+      return { tenant: job.tenant, state: decision.state };
+    })();
+    if (outcome.state === 'queued') this.emit('job:queued', { jobId, tenant: outcome.tenant });
+    else this.emit('job:ended', { jobId, tenant: outcome.tenant, state: outcome.state });
+    return outcome.state;
+  }
+
+  /**
+   * Cancels a job: a queued one ends `cancelled` at once; a running one is marked and its agent
+   * told, and it ends `cancelled` when the agent reports or its lease runs out.
+   */
+  cancel(jobId: string): JobState | 'cancelling' | undefined {
+    const now = this.clock();
+    const queued = this.sql.cancelQueued.get({ jobId, now }) as { tenant: string } | undefined;
+    if (queued) {
+      this.emit('job:ended', { jobId, tenant: queued.tenant, state: 'cancelled' });
+      return 'cancelled';
+    }
+    const running = this.sql.requestCancel.get({ jobId }) as { agent: string; fence: number } | undefined;
+    if (running) {
+      this.emit('job:cancel', { jobId, agent: running.agent, fence: running.fence });
+      return 'cancelling';
+    }
+    return (this.sql.stateOf.get({ jobId }) as { state: JobState } | undefined)?.state;
+  }
+
+  /** Deletes a job and its output, stopping it first if it runs. */
+  remove(jobId: string): boolean {
+    const row = this.sql.stateOf.get({ jobId }) as { state: JobState; agent: string | null; fence: number; tenant: string } | undefined;
+    if (!row) return false;
+    this.sql.deleteJob.run({ jobId });
+    if (row.state === 'running' && row.agent) this.emit('job:cancel', { jobId, agent: row.agent, fence: row.fence });
+    if (row.state === 'queued' || row.state === 'running') this.emit('job:ended', { jobId, tenant: row.tenant, state: 'cancelled' });
+    return true;
+  }
+
+  /** Attempts whose lease ran out go back to the queue (or end, if cancelled) without using up retries. */
+  reapExpired(): number {
+    const rows = this.sql.expired.all({ now: this.clock() }) as Array<{ id: string; fence: number }>;
+    for (const r of rows) {
+      try {
+        this.finish(r.id, r.fence, { exitCode: null, signal: null, reason: 'agent_error', detail: 'lease expired' });
+      } catch (err) {
+        if (!(err instanceof LeaseLost)) throw err;
+      }
+    }
+    return rows.length;
+  }
+}

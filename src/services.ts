@@ -1,0 +1,63 @@
+import pino, { type Logger } from 'pino';
+import { AgentHub } from './agents/hub.js';
+import { TokenVerifier } from './auth/verifier.js';
+import { loadOrCreateSecret } from './auth/secret.js';
+import type { GatewayConfig } from './config.js';
+import { openStore, type Store } from './db/open.js';
+import { ImageRegistry } from './images/registry.js';
+import { Admission } from './jobs/admission.js';
+import { JobService } from './jobs/service.js';
+import { JobWaiters } from './jobs/waiters.js';
+import { Metrics } from './metrics/metrics.js';
+import { OutputStore } from './output/store.js';
+import { JobMachine, type Clock } from './queue/machine.js';
+import { Scheduler } from './scheduler/scheduler.js';
+import { TenantService } from './tenants/service.js';
+import { join } from 'node:path';
+
+/** Everything the routes and loops use, built once from the config and passed down. */
+export interface Services {
+  config: GatewayConfig;
+  log: Logger;
+  store: Store;
+  secret: Uint8Array;
+  verifier: TokenVerifier;
+  machine: JobMachine;
+  output: OutputStore;
+  tenants: TenantService;
+  images: ImageRegistry;
+  admission: Admission;
+  jobs: JobService;
+  waiters: JobWaiters;
+  hub: AgentHub;
+  scheduler: Scheduler;
+  metrics: Metrics;
+}
+
+export interface BuildOptions {
+  clock?: Clock;
+  log?: Logger;
+  /** Base of the retry backoff in ms (1 s by default). */
+  backoffBaseMs?: number;
+  /** A database file other than `$CORRAL_DATA/corral.db` (":memory:" in tests). */
+  dbFile?: string;
+}
+
+export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Services {
+  const log = o.log ?? pino({ level: config.logLevel, base: { svc: 'gateway' } });
+  const store = openStore(o.dbFile ?? join(config.dataDir, 'corral.db'), config.sync);
+  const secret = loadOrCreateSecret(config.dataDir, config.jwtSecret);
+  const verifier = new TokenVerifier({ secret, issuer: config.jwtIssuer, audience: config.jwtAudience, ...(config.jwks && { jwks: config.jwks }) });
+  const machine = new JobMachine(store.sqlite, { leaseMs: config.leaseMs, ...(o.clock && { clock: o.clock }), ...(o.backoffBaseMs !== undefined && { backoffBaseMs: o.backoffBaseMs }) });
+  const output = new OutputStore(store.sqlite);
+  const tenants = new TenantService(store);
+  const images = new ImageRegistry(config.defaultImages);
+  const admission = new Admission(store.sqlite, images);
+  const jobs = new JobService(store, machine, tenants, admission, config.defaultImage);
+  const waiters = new JobWaiters(machine);
+  let hub: AgentHub | undefined;
+  const metrics = new Metrics(store.sqlite, { agents: () => hub?.count() ?? 0, defaultMetrics: true });
+  hub = new AgentHub({ machine, output, images, metrics, log, verifier, heartbeatMs: Math.max(500, Math.floor(config.leaseMs / 3)), commit: store.commit });
+  const scheduler = new Scheduler(store.sqlite, machine, hub, tenants, log);
+  return { config, log, store, secret, verifier, machine, output, tenants, images, admission, jobs, waiters, hub, scheduler, metrics };
+}
