@@ -40,7 +40,8 @@ export function createApp(s: Services) {
   app.use('/v1/*', async function jsonOnly(c, next) {
     if (c.req.method === 'POST' || c.req.method === 'PUT' || c.req.method === 'PATCH') {
       const type = c.req.header('content-type');
-      const hasBody = c.req.header('content-length') !== '0' && (c.req.header('content-length') || c.req.header('transfer-encoding'));
+      const length = c.req.header('content-length');
+      const hasBody = type !== undefined || (length !== undefined && length !== '0') || c.req.header('transfer-encoding') !== undefined;
       if (hasBody && !(type && JSON_TYPE.test(type)) && !c.req.path.endsWith('/invoke')) {
         throw new ApiError('unsupported_media_type', 'the body must be application/json', [{ field: 'content-type', message: `got ${type ?? 'none'}` }]);
       }

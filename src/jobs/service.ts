@@ -68,7 +68,7 @@ export class JobService {
         if (prior) return { job: this.replay(tenant, prior, bodyHash), created: false };
       }
       const now = Date.now();
-      const spec = this.admission.admit(tenant, toSpec(req, this.defaultImage, quota.maxOutputBytes), quota, now);
+      const spec = this.admission.admit(tenant, toSpec(req, { image: this.defaultImage, ...quota }), quota, now);
       const id = newJobId(now);
       await this.store.commit(() => {
         if (req.name !== undefined && this.store.db.select({ id: jobs.id }).from(jobs).where(and(eq(jobs.tenant, tenant), eq(jobs.name, req.name))).get()) {

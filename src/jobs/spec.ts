@@ -156,12 +156,13 @@ export interface JobSpec {
 
 export const DEFAULT_TIMEOUT_SECONDS = 60;
 
-export function toSpec(req: JobRequest, defaultImage: string, maxOutputBytes: number): JobSpec {
+/** Fills a request's unset fields; the timeout defaults to a minute or the tenant's maximum if lower. */
+export function toSpec(req: JobRequest, d: { image: string; maxTimeoutSeconds: number; maxOutputBytes: number }): JobSpec {
   return {
-    maxOutputBytes,
+    maxOutputBytes: d.maxOutputBytes,
     command: req.command,
-    image: req.image ?? defaultImage,
-    timeout: req.timeout ?? DEFAULT_TIMEOUT_SECONDS,
+    image: req.image ?? d.image,
+    timeout: req.timeout ?? Math.min(DEFAULT_TIMEOUT_SECONDS, d.maxTimeoutSeconds),
     retries: req.retries ?? 0,
     ...(req.cpu !== undefined && { cpu: req.cpu }),
     ...(req.cpuset !== undefined && { cpuset: req.cpuset }),

@@ -32,7 +32,8 @@ export function decideAfterAttempt(i: RetryInput, backoffBaseMs: number): RetryD
   if (result.reason === 'agent_error') {
     const platformFailures = i.platformFailures + 1;
     if (platformFailures <= MAX_PLATFORM_FAILURES) {
-      return { kind: 'requeue', delayMs: backoff(backoffBaseMs, platformFailures), failures: i.failures, platformFailures };
+      // The job did nothing wrong: run it again at once, elsewhere if need be.
+      return { kind: 'requeue', delayMs: 0, failures: i.failures, platformFailures };
     }
     return { kind: 'final', state: 'failed', failures: i.failures, platformFailures };
   }

@@ -1,0 +1,266 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { problemOf, testGateway, type TestGateway } from './fixtures.js';
+
+let g: TestGateway;
+let acme: string;
+
+beforeEach(async () => {
+  g = await testGateway();
+  acme = await g.tenant('acme');
+});
+afterEach(() => g.close());
+
+const submit = (body: unknown, token = acme, headers: Record<string, string> = {}) => g.req('POST', '/v1/jobs', { token, body, headers });
+
+describe('POST /v1/jobs', () => {
+  it('queues a job with every field and answers 202 with it', async () => {
+    const res = await submit({
+      command: 'echo hello world',
+      image: 'busybox',
+      timeout: 5,
+      retries: 2,
+      cpu: 0.5,
+      memory: '64M',
+      env: { GREETING: 'hi' },
+      stdin: 'input',
+      name: 'first',
+      fresh: true,
+      callbackUrl: 'https://example.org/hook',
+    });
+    expect(res.status).toBe(202);
+    const job = await res.json();
+    expect(job).toMatchObject({
+      id: expect.stringMatching(/^job_[0-9A-Z]{26}$/),
+      name: 'first',
+      tenant: 'acme',
+      state: 'queued',
+      command: 'echo hello world',
+      timeout: 5,
+      retries: 2,
+      cpu: 0.5,
+      memory: 64 * 1024 * 1024,
+      env: { GREETING: 'hi' },
+      stdin: 'input',
+      fresh: true,
+      attempts: [],
+      outputBytes: 0,
+      outputTruncated: false,
+    });
+  });
+
+  it('accepts an argv array and a shell line with spaces without extra quoting', async () => {
+    const a = await (await submit({ command: ['/bin/echo', 'a b', '$HOME'] })).json();
+    expect(a.command).toEqual(['/bin/echo', 'a b', '$HOME']);
+    const b = await (await submit({ command: 'sleep 1 && echo "done here"' })).json();
+    expect(b.command).toBe('sleep 1 && echo "done here"');
+  });
+
+  it('fills limits from the quota so every job is bounded', async () => {
+    const job = await (await submit({ command: 'true' })).json();
+    expect(job.memory).toBe(256 * 1024 * 1024);
+    expect(job.cpu).toBe(2);
+    expect(job.image).toBe('busybox');
+  });
+
+  it('gives Unicode names such as 任务-一 and finds the job by them', async () => {
+    const job = await (await submit({ command: 'true', name: '任务-一' })).json();
+    const res = await g.req('GET', `/v1/jobs/${encodeURIComponent('任务-一')}`, { token: acme });
+    expect(res.status).toBe(200);
+    expect((await res.json()).id).toBe(job.id);
+  });
+
+  it('refuses a second job with the same name in the tenant (409), but another tenant may use it', async () => {
+    await submit({ command: 'true', name: 'dup' });
+    const res = await submit({ command: 'true', name: 'dup' });
+    expect(res.status).toBe(409);
+    expect((await problemOf(res)).fields).toEqual(['name']);
+    const other = await g.tenant('other');
+    expect((await submit({ command: 'true', name: 'dup' }, other)).status).toBe(202);
+  });
+
+  it('refuses an image the gateway has never heard of with 422 naming image', async () => {
+    const res = await submit({ command: 'true', image: 'nosuchimage' });
+    expect(res.status).toBe(422);
+    expect((await problemOf(res)).fields).toEqual(['image']);
+  });
+
+  it('with ?wait answers 202 with the job still queued when no agent takes it', async () => {
+    const started = Date.now();
+    const res = await g.req('POST', '/v1/jobs?wait=0.2', { token: acme, body: { command: 'true' } });
+    expect(res.status).toBe(202);
+    expect((await res.json()).state).toBe('queued');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(190);
+  });
+
+  it('with ?wait answers 200 with the finished job as soon as it ends', async () => {
+    const pending = g.req('POST', '/v1/jobs?wait=10', { token: acme, body: { command: 'true' } });
+    // Play the agent: claim the job and finish it.
+    await new Promise((r) => setTimeout(r, 20));
+    const id = g.s.store.sqlite.prepare(`SELECT id FROM jobs`).pluck().get() as string;
+    const c = g.s.machine.claim(id, 'agent-1')!;
+    g.s.machine.finish(id, c.fence, { exitCode: 0, signal: null, reason: 'exit' });
+    const res = await pending;
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ id, state: 'succeeded', exitCode: 0 });
+  });
+});
+
+describe('Idempotency-Key', () => {
+  it('the same key and body give the same job', async () => {
+    const a = await (await submit({ command: 'true' }, acme, { 'idempotency-key': 'k1' })).json();
+    const b = await (await submit({ command: 'true' }, acme, { 'idempotency-key': 'k1' })).json();
+    expect(b.id).toBe(a.id);
+    expect(g.s.store.sqlite.prepare('SELECT count(*) FROM jobs').pluck().get()).toBe(1);
+  });
+
+  it('the same key with a different body is 422', async () => {
+    await submit({ command: 'true' }, acme, { 'idempotency-key': 'k1' });
+    const res = await submit({ command: 'false' }, acme, { 'idempotency-key': 'k1' });
+    expect(res.status).toBe(422);
+    expect((await problemOf(res)).fields).toEqual(['Idempotency-Key']);
+  });
+
+  it('a second request while the first is in flight is 409', async () => {
+    const [a, b] = await Promise.all([
+      submit({ command: 'true' }, acme, { 'idempotency-key': 'k2' }),
+      submit({ command: 'true' }, acme, { 'idempotency-key': 'k2' }),
+    ]);
+    expect([a.status, b.status].sort()).toEqual([202, 409]);
+  });
+
+  it('keys are scoped per tenant', async () => {
+    const other = await g.tenant('other');
+    const a = await (await submit({ command: 'true' }, acme, { 'idempotency-key': 'same' })).json();
+    const b = await (await submit({ command: 'true' }, other, { 'idempotency-key': 'same' })).json();
+    expect(b.id).not.toBe(a.id);
+    expect(b.tenant).toBe('other');
+  });
+});
+
+describe('GET /v1/jobs', () => {
+  it('lists newest first with cursor pagination and filters', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await (await submit({ command: 'true', name: `j${i}` })).json()).id);
+    const p1 = await (await g.req('GET', '/v1/jobs?limit=2', { token: acme })).json();
+    expect(p1.jobs.map((j: { id: string }) => j.id)).toEqual([ids[4], ids[3]]);
+    const p2 = await (await g.req('GET', `/v1/jobs?limit=2&cursor=${p1.nextCursor}`, { token: acme })).json();
+    expect(p2.jobs.map((j: { id: string }) => j.id)).toEqual([ids[2], ids[1]]);
+    const p3 = await (await g.req('GET', `/v1/jobs?limit=2&cursor=${p2.nextCursor}`, { token: acme })).json();
+    expect(p3.jobs.map((j: { id: string }) => j.id)).toEqual([ids[0]]);
+    expect(p3.nextCursor).toBeNull();
+    g.s.machine.cancel(ids[1]!);
+    const cancelled = await (await g.req('GET', '/v1/jobs?state=cancelled', { token: acme })).json();
+    expect(cancelled.jobs.map((j: { id: string }) => j.id)).toEqual([ids[1]]);
+    const named = await (await g.req('GET', '/v1/jobs?name=j3', { token: acme })).json();
+    expect(named.jobs.map((j: { id: string }) => j.id)).toEqual([ids[3]]);
+  });
+
+  it('never lists another tenant’s jobs', async () => {
+    const other = await g.tenant('other');
+    await submit({ command: 'true' }, other);
+    const list = await (await g.req('GET', '/v1/jobs', { token: acme })).json();
+    expect(list.jobs).toEqual([]);
+  });
+});
+
+describe('output, cancel and delete', () => {
+  it('serves stored output per stream, capped at maxOutputBytes with truncation recorded', async () => {
+    const t = await g.tenant('small', { maxOutputBytes: 10 });
+    const job = await (await submit({ command: 'true' }, t)).json();
+    const c = g.s.machine.claim(job.id, 'a1')!;
+    g.s.output.append(job.id, c.fence, 'stdout', Buffer.from('hello '));
+    g.s.output.append(job.id, c.fence, 'stderr', Buffer.from('oops'));
+    g.s.output.append(job.id, c.fence, 'stdout', Buffer.from('world, this is too long'));
+    g.s.machine.finish(job.id, c.fence, { exitCode: 0, signal: null, reason: 'exit' });
+    const all = await g.req('GET', `/v1/jobs/${job.id}/output`, { token: t });
+    expect(await all.text()).toBe('hello oops');
+    const out = await g.req('GET', `/v1/jobs/${job.id}/output?stream=stdout`, { token: t });
+    expect(await out.text()).toBe('hello ');
+    const after = await (await g.req('GET', `/v1/jobs/${job.id}`, { token: t })).json();
+    expect(after).toMatchObject({ outputBytes: 10, outputTruncated: true });
+  });
+
+  it('follows output live as server-sent events until the job ends', async () => {
+    const job = await (await submit({ command: 'true' })).json();
+    const c = g.s.machine.claim(job.id, 'a1')!;
+    g.s.output.append(job.id, c.fence, 'stdout', Buffer.from('early\n'));
+    const res = await g.req('GET', `/v1/jobs/${job.id}/output?follow=1`, { token: acme });
+    expect(res.headers.get('content-type')).toContain('text/event-stream');
+    setTimeout(() => {
+      g.s.output.append(job.id, c.fence, 'stdout', Buffer.from('late\n'));
+      g.s.machine.finish(job.id, c.fence, { exitCode: 0, signal: null, reason: 'exit' });
+    }, 30);
+    const text = await res.text();
+    expect(text).toMatch(/event: stdout\ndata: early/);
+    expect(text).toMatch(/event: stdout\ndata: late/);
+    expect(text).toMatch(/event: end\ndata: \{"state":"succeeded"/);
+  });
+
+  it('cancels a queued job', async () => {
+    const job = await (await submit({ command: 'true' })).json();
+    const res = await g.req('POST', `/v1/jobs/${job.id}/cancel`, { token: acme });
+    expect(res.status).toBe(202);
+    expect((await res.json()).state).toBe('cancelled');
+  });
+
+  it('deletes a job and its output; it is then 404', async () => {
+    const job = await (await submit({ command: 'true', name: 'gone' })).json();
+    expect((await g.req('DELETE', '/v1/jobs/gone', { token: acme })).status).toBe(204);
+    expect((await g.req('GET', `/v1/jobs/${job.id}`, { token: acme })).status).toBe(404);
+    expect(g.s.store.sqlite.prepare('SELECT count(*) FROM jobs').pluck().get()).toBe(0);
+  });
+
+  it('a token of tenant A gets 404 for B’s job on every route', async () => {
+    const other = await g.tenant('other');
+    const job = await (await submit({ command: 'true', name: 'secret' }, other)).json();
+    for (const [m, p] of [
+      ['GET', `/v1/jobs/${job.id}`],
+      ['GET', '/v1/jobs/secret'],
+      ['GET', `/v1/jobs/${job.id}/output`],
+      ['POST', `/v1/jobs/${job.id}/cancel`],
+      ['DELETE', `/v1/jobs/${job.id}`],
+    ] as const) {
+      const res = await g.req(m, p, { token: acme });
+      expect(res.status, `${m} ${p}`).toBe(404);
+    }
+    expect((await g.req('GET', `/v1/jobs/${job.id}`, { token: other })).status).toBe(200);
+  });
+});
+
+describe('quotas', () => {
+  it('refuses per-job maxima with 422 naming the limit', async () => {
+    const t = await g.tenant('tight', { maxTimeoutSeconds: 10, maxMemoryBytes: 64 * 1024 * 1024, maxCpu: 1 });
+    for (const [body, field] of [
+      [{ command: 'true', timeout: 11 }, 'timeout'],
+      [{ command: 'true', memory: '65M' }, 'memory'],
+      [{ command: 'true', cpu: 1.5 }, 'cpu'],
+      [{ command: 'true', cpuset: '0-1' }, 'cpuset'],
+    ] as const) {
+      const res = await submit(body, t);
+      expect(res.status).toBe(422);
+      const p = await problemOf(res);
+      expect(p.fields).toEqual([field]);
+      expect(p.body.detail).toMatch(/max(TimeoutSeconds|MemoryBytes|Cpu)/);
+    }
+  });
+
+  it('answers 429 with Retry-After past ratePerMinute and maxQueued', async () => {
+    const t = await g.tenant('slow', { ratePerMinute: 2 });
+    expect((await submit({ command: 'true' }, t)).status).toBe(202);
+    expect((await submit({ command: 'true' }, t)).status).toBe(202);
+    const res = await submit({ command: 'true' }, t);
+    expect(res.status).toBe(429);
+    expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+    const q = await g.tenant('shallow', { maxQueued: 1 });
+    await submit({ command: 'true' }, q);
+    const full = await submit({ command: 'true' }, q);
+    expect(full.status).toBe(429);
+    expect((await problemOf(full)).fields).toEqual(['maxQueued']);
+  });
+
+  it('reports usage to the tenant', async () => {
+    await submit({ command: 'true' });
+    const u = await (await g.req('GET', '/v1/usage', { token: acme })).json();
+    expect(u).toMatchObject({ tenant: 'acme', queued: 1, running: 0, quota: { maxConcurrent: 10 } });
+  });
+});

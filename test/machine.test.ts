@@ -1,0 +1,151 @@
+import Database from 'better-sqlite3';
+import { describe, expect, it, beforeEach } from 'vitest';
+import { openStore, type Store } from '../src/db/open.js';
+import { JobMachine } from '../src/queue/machine.js';
+import { MAX_PLATFORM_FAILURES } from '../src/queue/retry.js';
+import { LeaseLost } from '../src/errors/domain.js';
+
+let store: Store;
+let now: number;
+let machine: JobMachine;
+
+function add(id: string, retries = 0) {
+  machine.enqueue({ id, tenant: 't', name: null, image: 'busybox', spec: '{}', retries, createdAt: now });
+}
+const state = (id: string) => (store.sqlite.prepare('SELECT state FROM jobs WHERE id = ?').pluck().get(id) as string);
+const row = (id: string) => store.sqlite.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as Record<string, number | string | null>;
+const exit = (code: number) => ({ exitCode: code, signal: null, reason: 'exit' as const });
+const ID = (n: number) => `job_${String(n).padStart(26, '0')}`;
+
+beforeEach(() => {
+  store = openStore(':memory:');
+  now = 1_000_000;
+  machine = new JobMachine(store.sqlite, { clock: () => now, leaseMs: 10_000, backoffBaseMs: 1000 });
+});
+
+describe('job state machine', () => {
+  it('claims a queued job once, with a fence and attempt 1', () => {
+    add(ID(1));
+    const c = machine.claim(ID(1), 'a1');
+    expect(c).toMatchObject({ jobId: ID(1), n: 1, fence: 1 });
+    expect(state(ID(1))).toBe('running');
+    expect(machine.claim(ID(1), 'a2')).toBeUndefined();
+  });
+
+  it('a successful exit ends the job succeeded and records the attempt', () => {
+    add(ID(1));
+    const c = machine.claim(ID(1), 'a1')!;
+    machine.start(ID(1), c.fence, 'ct-1');
+    now += 500;
+    expect(machine.finish(ID(1), c.fence, { ...exit(0), cpuSeconds: 0.2, peakMemoryBytes: 1234 })).toBe('succeeded');
+    const a = store.sqlite.prepare('SELECT * FROM attempts WHERE job_id = ?').get(ID(1)) as Record<string, unknown>;
+    expect(a).toMatchObject({ container: 'ct-1', exit_code: 0, reason: 'exit', cpu_seconds: 0.2, peak_memory_bytes: 1234 });
+    expect(row(ID(1)).ended_at).toBe(now);
+  });
+
+  it('a failing attempt with retries left goes back to queued after exponential backoff', () => {
+    add(ID(1), 2);
+    let c = machine.claim(ID(1), 'a1')!;
+    expect(machine.finish(ID(1), c.fence, exit(3))).toBe('queued');
+    expect(row(ID(1)).run_after).toBe(now + 1000);
+    expect(machine.claim(ID(1), 'a1')).toBeUndefined(); // still backing off
+    now += 1000;
+    c = machine.claim(ID(1), 'a1')!;
+    expect(c.n).toBe(2);
+    expect(machine.finish(ID(1), c.fence, exit(3))).toBe('queued');
+    expect(row(ID(1)).run_after).toBe(now + 2000);
+    now += 2000;
+    c = machine.claim(ID(1), 'a1')!;
+    expect(machine.finish(ID(1), c.fence, exit(3))).toBe('failed');
+    expect(row(ID(1))).toMatchObject({ state: 'failed', exit_code: 3, attempt_count: 3, failures: 3 });
+  });
+
+  it('a timeout with no retries left ends timed_out', () => {
+    add(ID(1));
+    const c = machine.claim(ID(1), 'a1')!;
+    expect(machine.finish(ID(1), c.fence, { exitCode: null, signal: 'SIGKILL', reason: 'timeout' })).toBe('timed_out');
+  });
+
+  it('a late write with a stale fence changes nothing', () => {
+    add(ID(1));
+    const first = machine.claim(ID(1), 'a1')!;
+    now += 20_000;
+    expect(machine.reapExpired()).toBe(1);
+    const second = machine.claim(ID(1), 'a2')!;
+    expect(second.fence).toBe(first.fence + 1);
+    expect(() => machine.finish(ID(1), first.fence, exit(0))).toThrow(LeaseLost);
+    expect(() => machine.start(ID(1), first.fence, 'old')).toThrow(LeaseLost);
+    expect(state(ID(1))).toBe('running');
+    expect(machine.finish(ID(1), second.fence, exit(0))).toBe('succeeded');
+  });
+
+  it('lost leases are retried without using up the job retries, up to a platform limit', () => {
+    add(ID(1), 0);
+    for (let i = 0; i < MAX_PLATFORM_FAILURES; i++) {
+      expect(machine.claim(ID(1), 'a1')).toBeDefined();
+      now += 11_000;
+      machine.reapExpired();
+      expect(state(ID(1))).toBe('queued');
+    }
+    expect(row(ID(1)).failures).toBe(0);
+    machine.claim(ID(1), 'a1');
+    now += 11_000;
+    machine.reapExpired();
+    expect(state(ID(1))).toBe('failed');
+  });
+
+  it('heartbeats renew leases so a live agent keeps its attempts', () => {
+    add(ID(1));
+    const c = machine.claim(ID(1), 'a1')!;
+    now += 8000;
+    expect(machine.renewOne(ID(1), c.fence)).toBe(true);
+    now += 8000;
+    expect(machine.reapExpired()).toBe(0);
+    expect(state(ID(1))).toBe('running');
+  });
+
+  it('cancelling a queued job ends it at once; a running one is marked and its agent told', () => {
+    add(ID(1));
+    add(ID(2));
+    expect(machine.cancel(ID(1))).toBe('cancelled');
+    const c = machine.claim(ID(2), 'a1')!;
+    const told: unknown[] = [];
+    machine.on('job:cancel', (e) => told.push(e));
+    expect(machine.cancel(ID(2))).toBe('cancelling');
+    expect(told).toEqual([{ jobId: ID(2), agent: 'a1', fence: c.fence }]);
+    // Even a successful exit after a cancel request ends cancelled.
+    expect(machine.finish(ID(2), c.fence, exit(0))).toBe('cancelled');
+  });
+
+  it('emits job:ended exactly when a job reaches a final state', () => {
+    const ended: string[] = [];
+    machine.on('job:ended', (e) => ended.push(`${e.jobId}:${e.state}`));
+    add(ID(1), 1);
+    let c = machine.claim(ID(1), 'a1')!;
+    machine.finish(ID(1), c.fence, exit(1));
+    expect(ended).toEqual([]);
+    now += 1000;
+    c = machine.claim(ID(1), 'a1')!;
+    machine.finish(ID(1), c.fence, exit(0));
+    expect(ended).toEqual([`${ID(1)}:succeeded`]);
+  });
+
+  it('remove deletes the job with its attempts and output', () => {
+    add(ID(1));
+    machine.claim(ID(1), 'a1');
+    expect(machine.remove(ID(1))).toBe(true);
+    expect(store.sqlite.prepare('SELECT count(*) FROM attempts').pluck().get()).toBe(0);
+    expect(machine.remove(ID(1))).toBe(false);
+  });
+});
+
+describe('database', () => {
+  it('runs in WAL mode with full sync by default', () => {
+    const dir = `/tmp/corral-wal-${process.pid}.db`;
+    const s = openStore(dir);
+    expect(s.sqlite.pragma('journal_mode', { simple: true })).toBe('wal');
+    expect(s.sqlite.pragma('synchronous', { simple: true })).toBe(2);
+    s.close();
+    new Database(dir).close();
+  });
+});
