@@ -3,6 +3,10 @@ import { ConfigError } from '../config.js';
 import { parseArgs, UsageError, type Args } from './args.js';
 import { GATEWAY_HELP, gatewayCommand } from './gateway.js';
 import { TOKEN_HELP, tokenCommand } from './token.js';
+import { AGENT_HELP, agentCommand } from './agent.js';
+import { IMAGE_HELP, imageCommand } from './image.js';
+import { RUN_HELP, runCommand } from './run.js';
+import { UP_HELP, upCommand } from './up.js';
 
 const HELP = `corral — run commands in pre-warmed, unprivileged LXC containers
 
@@ -22,12 +26,17 @@ Run "corral COMMAND --help" for a command's flags.`;
 
 interface Command {
   help: string;
-  run(args: Args): Promise<void>;
+  /** Resolves with an exit code to exit now, or nothing for a daemon that keeps running. */
+  run(args: Args): Promise<number | void>;
 }
 
 const commands: Record<string, Command> = {
+  up: { help: UP_HELP, run: upCommand },
   gateway: { help: GATEWAY_HELP, run: gatewayCommand },
-  token: { help: TOKEN_HELP, run: tokenCommand },
+  agent: { help: AGENT_HELP, run: agentCommand },
+  token: { help: TOKEN_HELP, run: async (a) => (await tokenCommand(a), 0) },
+  run: { help: RUN_HELP, run: runCommand },
+  image: { help: IMAGE_HELP, run: async (a) => (await imageCommand(a), 0) },
 };
 
 async function main(argv: string[]): Promise<number> {
@@ -46,8 +55,8 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(command.help + '\n');
     return 0;
   }
-  await command.run(args);
-  return -1;
+  const code = await command.run(args);
+  return code ?? -1;
 }
 
 main(process.argv.slice(2)).then(

@@ -1,9 +1,9 @@
 import Database from 'better-sqlite3';
 import { drizzle, type BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packageRoot } from '../paths.js';
 import * as schema from './schema/index.js';
 import { GroupCommit } from './group-commit.js';
 
@@ -15,17 +15,6 @@ export interface Store {
   /** Runs `fn` inside the next grouped, fsynced commit; resolves once it is on disk. */
   commit: GroupCommit['run'];
   close(): void;
-}
-
-/** The folder holding package.json, found from this file whether it runs from src/ or dist/src/. */
-export function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json')) || !existsSync(join(dir, 'migrations'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error('cannot find the corral package root');
-    dir = up;
-  }
-  return dir;
 }
 
 /**

@@ -70,6 +70,8 @@ export const RunSpecSchema = z.object({
   stdin: z.string().optional(),
   fresh: z.boolean(),
   network: z.boolean(),
+  /** Bytes of output the gateway will keep; the agent stops sending past it. */
+  maxOutputBytes: z.number().int().nonnegative().optional(),
 });
 export type RunSpec = z.infer<typeof RunSpecSchema>;
 

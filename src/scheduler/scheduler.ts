@@ -162,7 +162,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     const warm = (agent.warm.get(key) ?? 0) > 0 && !spec.fresh;
     if (warm) agent.warm.set(key, agent.warm.get(key)! - 1);
     agent.running.set(job.id, claim.fence);
-    const { maxOutputBytes: _cap, retries: _retries, callbackUrl: _cb, ...run } = spec;
+    const { retries: _retries, callbackUrl: _cb, ...run } = spec;
     outbox.push(() => {
       const sent = this.hub.sendTo(agent, { type: 'run', jobId: job.id, fence: claim.fence, tenant, attempt: claim.n, spec: run });
       // If the send failed the agent is gone; the lease will expire and the job run elsewhere.

@@ -1,0 +1,90 @@
+import { mkdirSync } from 'node:fs';
+import pino, { type Logger } from 'pino';
+import { PROTOCOL_VERSION, type GatewayMessage } from '../src/protocol/messages.js';
+import { hostCapacity, type AgentConfig } from './config.js';
+import { Connection } from './connection.js';
+import { ensureExecutor } from './executor/build.js';
+import { listImages } from './lxc/images.js';
+import { Pool } from './pool/pool.js';
+import { Runner } from './runner.js';
+
+export interface Agent {
+  pool: Pool;
+  runner: Runner;
+  connection: Connection;
+  images: string[];
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts an agent: builds the executor if needed, finds its images, warms the pool, dials the
+ * gateway, and runs what it is sent until stopped.
+ */
+export async function startAgent(config: AgentConfig, log: Logger = pino({ level: config.logLevel, base: { svc: 'agent', agent: config.name } })): Promise<Agent> {
+  mkdirSync(config.runDir, { recursive: true, mode: 0o755 });
+  const executor = await ensureExecutor(config.stateDir);
+  const found = await listImages(config);
+  const images = config.images.length ? config.images.filter((i) => found.includes(i)) : found;
+  for (const i of config.images) if (!found.includes(i)) log.warn({ image: i }, 'image not found on this node; build it with corral image build');
+  if (images.length === 0) log.warn('no images on this node: run "corral image build busybox"');
+
+  const pool = new Pool({
+    env: { lxcPath: config.lxcPath, runDir: config.runDir, executor, idmapBase: config.idmapBase, diskBytes: config.disk },
+    images: () => images,
+    warm: config.warm,
+    maxUses: config.maxUses,
+    idleTtlMs: config.idleTtl * 1000,
+    log,
+  });
+  let heartbeat: NodeJS.Timeout | undefined;
+  const state = () => ({ images, pool: pool.summary(), running: runner.running() });
+  const connection = new Connection({
+    gateway: config.gateway,
+    token: config.token,
+    log,
+    hello: () => ({
+      type: 'hello',
+      version: PROTOCOL_VERSION,
+      agent: config.name,
+      capacity: { ...hostCapacity(), slots: config.slots },
+      ...state(),
+    }),
+  });
+  const runner: Runner = new Runner({ pool, send: (m) => connection.send(m), log, pids: config.pids, killGraceMs: config.killGraceMs });
+
+  const handlers: { [T in GatewayMessage['type']]: (m: Extract<GatewayMessage, { type: T }>) => void } = {
+    welcome(m) {
+      clearInterval(heartbeat);
+      heartbeat = setInterval(() => connection.send({ type: 'heartbeat', ...state() }), m.heartbeatMs);
+      heartbeat.unref();
+    },
+    run(m) {
+      void runner.run(m);
+    },
+    cancel(m) {
+      runner.cancel(m.jobId, m.fence);
+    },
+  };
+  connection.on('message', (m) => {
+    try {
+      (handlers[m.type] as (m: GatewayMessage) => void)(m);
+    } catch (err) {
+      log.error({ err, type: m.type }, 'gateway message handler failed');
+    }
+  });
+  connection.on('close', () => clearInterval(heartbeat));
+
+  pool.start();
+  connection.start();
+  return {
+    pool,
+    runner,
+    connection,
+    images,
+    async stop() {
+      clearInterval(heartbeat);
+      connection.close();
+      await pool.stop();
+    },
+  };
+}

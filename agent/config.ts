@@ -1,0 +1,66 @@
+import { cpus, hostname, totalmem } from 'node:os';
+import { z } from 'zod';
+import { mergeSources, parseConfig } from '../src/config.js';
+
+/** The agent's settings, parsed once at start-up from flags and the environment (flags win). */
+const AgentConfigSchema = z.object({
+  gateway: z.string().regex(/^wss?:\/\//, 'gateway must be a ws:// or wss:// URL'),
+  token: z.string().min(1, 'an agent token is required (corral token --scope agent)'),
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'name must be 1-63 letters, digits, ".", "_" or "-"').default(hostname().split('.')[0] || 'agent'),
+  /** Attempts run at once. */
+  slots: z.coerce.number().int().min(1).max(1024).default(Math.max(2, cpus().length * 4)),
+  /** Blank, pre-warmed containers kept ready per image. */
+  warm: z.coerce.number().int().min(0).max(256).default(2),
+  /** A container is recycled after this many attempts. */
+  maxUses: z.coerce.number().int().min(1).default(100),
+  /** An idle warm container is recycled after this many seconds. */
+  idleTtl: z.coerce.number().int().min(1).default(300),
+  /** Bytes a container may write to its root filesystem. */
+  disk: z.coerce.number().int().min(16 * 1024 ** 2).default(256 * 1024 ** 2),
+  /** Processes a job may have at once (a fork bomb stops here). */
+  pids: z.coerce.number().int().min(8).max(65536).default(256),
+  /** Grace between TERM and KILL on timeout or cancel, in ms. */
+  killGraceMs: z.coerce.number().int().min(0).default(2000),
+  /** Images to offer: all that exist on this node when empty. */
+  images: z
+    .string()
+    .default('')
+    .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean)),
+  lxcPath: z.string().default('/var/lib/lxc'),
+  /** Where the agent keeps its executor binary. */
+  stateDir: z.string().default('/var/lib/corral'),
+  /** Where per-container sockets live. */
+  runDir: z.string().default('/run/corral'),
+  /** First host uid/gid that container root maps to (see /etc/subuid). */
+  idmapBase: z.coerce.number().int().min(1).default(1_000_000),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type AgentConfig = z.infer<typeof AgentConfigSchema>;
+
+const ENV_KEYS: Record<keyof z.input<typeof AgentConfigSchema>, string> = {
+  gateway: 'CORRAL_GATEWAY',
+  token: 'CORRAL_AGENT_TOKEN',
+  name: 'CORRAL_AGENT_NAME',
+  slots: 'CORRAL_SLOTS',
+  warm: 'CORRAL_WARM',
+  maxUses: 'CORRAL_MAX_USES',
+  idleTtl: 'CORRAL_IDLE_TTL',
+  disk: 'CORRAL_DISK_BYTES',
+  pids: 'CORRAL_PIDS',
+  killGraceMs: 'CORRAL_KILL_GRACE_MS',
+  images: 'CORRAL_AGENT_IMAGES',
+  lxcPath: 'CORRAL_LXC_PATH',
+  stateDir: 'CORRAL_STATE_DIR',
+  runDir: 'CORRAL_RUN_DIR',
+  idmapBase: 'CORRAL_IDMAP_BASE',
+  logLevel: 'CORRAL_LOG_LEVEL',
+};
+
+export const AGENT_FLAGS = Object.keys(ENV_KEYS);
+
+export function loadAgentConfig(flags: Record<string, string | boolean> = {}, env: NodeJS.ProcessEnv = process.env): AgentConfig {
+  return parseConfig(AgentConfigSchema, mergeSources(ENV_KEYS, flags, env), ENV_KEYS);
+}
+
+export const hostCapacity = () => ({ cpus: cpus().length, memoryBytes: totalmem() });

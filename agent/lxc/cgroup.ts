@@ -1,0 +1,156 @@
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+export interface Limits {
+  memoryBytes?: number;
+  /** A share of CPU time in cores (0.5 = half a core). */
+  cpu?: number;
+  cpuset?: string;
+  pids: number;
+}
+
+export interface Usage {
+  /** CPU time used, in nanoseconds. */
+  cpuNs: number;
+  oomKills: number;
+}
+
+const ROOT = '/sys/fs/cgroup';
+const CFS_PERIOD_US = 100_000;
+
+function read(file: string): string {
+  return readFileSync(file, 'utf8').trim();
+}
+function write(file: string, value: string | number): void {
+  writeFileSync(file, String(value));
+}
+function tryWrite(file: string, value: string | number): boolean {
+  try {
+    write(file, value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+function keyed(text: string, key: string): number {
+  const m = new RegExp(`^${key} (\\d+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : 0;
+}
+
+/**
+ * A container's cgroup, found from its init's pid, on a cgroup v2 host or a v1 (or hybrid) one.
+ * The agent sets each attempt's limits here from the host side and reads CPU time, peak memory
+ * and OOM kills back.
+ */
+export interface ContainerCgroup {
+  readonly version: 1 | 2;
+  apply(l: Limits): void;
+  /** Starts a new measurement: resets peak memory where the kernel allows it. */
+  resetPeak(): void;
+  usage(): Usage;
+  peakMemoryBytes(): number;
+  /** Pids of every process in the container. */
+  procs(): number[];
+}
+
+export function isCgroupV2Host(): boolean {
+  return existsSync(join(ROOT, 'cgroup.controllers'));
+}
+
+/** The cgroup paths of `pid`: controller → directory. */
+function pathsOf(pid: number): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of read(`/proc/${pid}/cgroup`).split('\n')) {
+    const [, controllers, path] = line.split(':');
+    if (controllers === undefined || path === undefined) continue;
+    if (controllers === '') out.set('', path);
+    for (const c of controllers.split(',')) if (c) out.set(c, path);
+  }
+  return out;
+}
+
+export function cgroupOf(pid: number): ContainerCgroup {
+  const paths = pathsOf(pid);
+  return isCgroupV2Host() ? new V2(join(ROOT, paths.get('') ?? '/')) : new V1(paths);
+}
+
+class V1 implements ContainerCgroup {
+  readonly version = 1 as const;
+  private readonly dir: (controller: string) => string;
+  private readonly rootCpus: string;
+
+  constructor(paths: Map<string, string>) {
+    this.dir = (c) => join(ROOT, c, paths.get(c) ?? '/');
+    this.rootCpus = read(join(ROOT, 'cpuset', 'cpuset.cpus'));
+  }
+
+  apply(l: Limits): void {
+    const mem = this.dir('memory');
+    const limit = l.memoryBytes ?? -1;
+    const memsw = join(mem, 'memory.memsw.limit_in_bytes');
+    const hasSwapAccounting = existsSync(memsw);
+    // memsw must stay ≥ the memory limit: raise it first, set the limit, then pin it (no swap past the limit).
+    if (hasSwapAccounting) tryWrite(memsw, -1);
+    write(join(mem, 'memory.limit_in_bytes'), limit);
+    if (hasSwapAccounting) write(memsw, limit);
+    tryWrite(join(mem, 'memory.swappiness'), 0);
+    const cpu = this.dir('cpu');
+    write(join(cpu, 'cpu.cfs_period_us'), CFS_PERIOD_US);
+    write(join(cpu, 'cpu.cfs_quota_us'), l.cpu === undefined ? -1 : Math.max(1000, Math.round(l.cpu * CFS_PERIOD_US)));
+    write(join(this.dir('cpuset'), 'cpuset.cpus'), l.cpuset ?? this.rootCpus);
+    write(join(this.dir('pids'), 'pids.max'), l.pids);
+  }
+
+  resetPeak(): void {
+    tryWrite(join(this.dir('memory'), 'memory.max_usage_in_bytes'), 0);
+  }
+
+  usage(): Usage {
+    return {
+      cpuNs: Number(read(join(this.dir('cpuacct'), 'cpuacct.usage'))),
+      oomKills: keyed(read(join(this.dir('memory'), 'memory.oom_control')), 'oom_kill'),
+    };
+  }
+
+  peakMemoryBytes(): number {
+    return Number(read(join(this.dir('memory'), 'memory.max_usage_in_bytes')));
+  }
+
+  procs(): number[] {
+    return read(join(this.dir('pids'), 'cgroup.procs')).split('\n').filter(Boolean).map(Number);
+  }
+}
+
+class V2 implements ContainerCgroup {
+  readonly version = 2 as const;
+  constructor(private readonly dir: string) {}
+
+  apply(l: Limits): void {
+    write(join(this.dir, 'memory.max'), l.memoryBytes ?? 'max');
+    tryWrite(join(this.dir, 'memory.swap.max'), 0);
+    write(join(this.dir, 'cpu.max'), l.cpu === undefined ? `max ${CFS_PERIOD_US}` : `${Math.max(1000, Math.round(l.cpu * CFS_PERIOD_US))} ${CFS_PERIOD_US}`);
+    if (existsSync(join(this.dir, 'cpuset.cpus'))) write(join(this.dir, 'cpuset.cpus'), l.cpuset ?? '');
+    write(join(this.dir, 'pids.max'), l.pids);
+  }
+
+  resetPeak(): void {
+    // Writable since Linux 6.12; older kernels report the peak since the container started.
+    tryWrite(join(this.dir, 'memory.peak'), 'reset');
+  }
+
+  usage(): Usage {
+    return {
+      cpuNs: keyed(read(join(this.dir, 'cpu.stat')), 'usage_usec') * 1000,
+      oomKills: keyed(read(join(this.dir, 'memory.events')), 'oom_kill'),
+    };
+  }
+
+  peakMemoryBytes(): number {
+    const f = join(this.dir, 'memory.peak');
+    return existsSync(f) ? Number(read(f)) : Number(read(join(this.dir, 'memory.current')));
+  }
+
+  procs(): number[] {
+    return read(join(this.dir, 'cgroup.procs')).split('\n').filter(Boolean).map(Number);
+  }
+}

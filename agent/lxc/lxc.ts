@@ -1,0 +1,61 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+/** Runs a host tool such as lxc-start or mount (never through a shell); throws with its stderr on failure. */
+export async function execTool(tool: string, args: string[], timeoutMs = 60_000): Promise<string> {
+  try {
+    const { stdout } = await run(tool, args, { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 });
+    return stdout;
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`${tool} ${args.join(' ')} failed: ${(e.stderr || e.message).trim()}`);
+  }
+}
+
+export const IMAGE_PREFIX = 'corral-img-';
+export const CONTAINER_PREFIX = 'corral-run-';
+
+/** Names of LXC containers under `lxcPath`. */
+export async function lxcLs(lxcPath: string): Promise<string[]> {
+  return (await execTool('lxc-ls', ['-P', lxcPath, '-1'])).split('\n').map((s) => s.trim()).filter(Boolean);
+}
+
+export interface ContainerConfig {
+  name: string;
+  lxcPath: string;
+  imageRootfs: string;
+  upperDir: string;
+  idmapBase: number;
+  executor: string;
+  runDir: string;
+  network: boolean;
+}
+
+/**
+ * The LXC config of one job container: an overlay snapshot of the image, user-namespaced
+ * (root inside is `idmapBase` outside), no network interface but lo, the resident executor as
+ * init, and its socket directory bind-mounted from the host.
+ */
+export function containerConfig(c: ContainerConfig): string {
+  return [
+    `lxc.uts.name = ${c.name}`,
+    `lxc.rootfs.path = overlay:${c.imageRootfs}:${c.upperDir}`,
+    `lxc.idmap = u 0 ${c.idmapBase} 65536`,
+    `lxc.idmap = g 0 ${c.idmapBase} 65536`,
+    c.network ? 'lxc.net.0.type = veth\nlxc.net.0.link = lxcbr0\nlxc.net.0.flags = up' : 'lxc.net.0.type = empty',
+    'lxc.apparmor.profile = unconfined',
+    'lxc.autodev = 1',
+    'lxc.tty.max = 0',
+    'lxc.pty.max = 16',
+    'lxc.console.path = none',
+    'lxc.cap.drop = sys_module mac_admin mac_override sys_time sys_rawio sys_boot',
+    'lxc.mount.auto = proc:mixed sys:ro cgroup:mixed',
+    `lxc.mount.entry = ${c.executor} .corral/bin/corral-exec none ro,bind,create=file 0 0`,
+    `lxc.mount.entry = ${c.runDir} .corral/run none rw,bind,create=dir 0 0`,
+    'lxc.init.cmd = /.corral/bin/corral-exec /.corral/run/exec.sock',
+    'lxc.signal.halt = SIGTERM',
+    '',
+  ].join('\n');
+}

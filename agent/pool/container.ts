@@ -1,0 +1,100 @@
+import { randomBytes } from 'node:crypto';
+import { chownSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ExecClient } from '../executor/client.js';
+import { cgroupOf, type ContainerCgroup } from '../lxc/cgroup.js';
+import { CONTAINER_PREFIX, containerConfig, execTool } from '../lxc/lxc.js';
+
+export interface ContainerEnv {
+  lxcPath: string;
+  runDir: string;
+  executor: string;
+  idmapBase: number;
+  diskBytes: number;
+}
+
+/**
+ * One job container: an overlay snapshot of an image whose writable layer lives on a tmpfs of
+ * `diskBytes` (the bound on what a job can write), started with the resident executor as init.
+ */
+export class Container {
+  readonly name: string;
+  /** Bound on first use; a warm container serves only this tenant. */
+  tenant: string | undefined;
+  uses = 0;
+  lastUsed = Date.now();
+  pid = 0;
+  cgroup!: ContainerCgroup;
+  exec!: ExecClient;
+
+  private constructor(
+    readonly image: string,
+    private readonly env: ContainerEnv,
+  ) {
+    this.name = CONTAINER_PREFIX + randomBytes(6).toString('hex');
+  }
+
+  private get dir() {
+    return join(this.env.lxcPath, this.name);
+  }
+  private get sockDir() {
+    return join(this.env.runDir, this.name);
+  }
+
+  /** Creates and starts a container of `image`; resolves when its executor answers. */
+  static async start(image: string, env: ContainerEnv): Promise<Container> {
+    const c = new Container(image, env);
+    try {
+      await c.create();
+      await execTool('lxc-start', ['-P', env.lxcPath, '-n', c.name, '-p', join(c.dir, 'init.pid'), '-l', 'WARN', '-o', join(c.dir, 'lxc.log')], 30_000);
+      c.pid = Number(readFileSync(join(c.dir, 'init.pid'), 'utf8').trim());
+      // The executor is tiny; keep the OOM killer on the job, never on the container's init.
+      try {
+        writeFileSync(`/proc/${c.pid}/oom_score_adj`, '-1000');
+      } catch {
+        /* best effort */
+      }
+      c.cgroup = cgroupOf(c.pid);
+      c.exec = await ExecClient.connect(join(c.sockDir, 'exec.sock'), 10_000);
+      return c;
+    } catch (err) {
+      await c.destroy();
+      throw err;
+    }
+  }
+
+  private async create(): Promise<void> {
+    const { idmapBase: id } = this.env;
+    const overlay = join(this.dir, 'overlay');
+    // Like lxc-copy: the container's directory belongs to its root, who mounts the overlay inside it.
+    mkdirSync(overlay, { recursive: true, mode: 0o770 });
+    chownSync(this.dir, id, id);
+    mkdirSync(this.sockDir, { recursive: true, mode: 0o700 });
+    chownSync(this.sockDir, id, id);
+    await execTool('mount', ['-t', 'tmpfs', '-o', `size=${this.env.diskBytes},mode=0755,uid=${id},gid=${id}`, `corral-${this.name}`, overlay]);
+    mkdirSync(join(overlay, 'delta'), { mode: 0o755 });
+    chownSync(join(overlay, 'delta'), id, id);
+    writeFileSync(
+      join(this.dir, 'config'),
+      containerConfig({
+        name: this.name,
+        lxcPath: this.env.lxcPath,
+        imageRootfs: join(this.env.lxcPath, `corral-img-${this.image}`, 'rootfs'),
+        upperDir: join(overlay, 'delta'),
+        idmapBase: id,
+        executor: this.env.executor,
+        runDir: this.sockDir,
+        network: false,
+      }),
+    );
+  }
+
+  /** Stops the container, killing everything in it, and removes every trace of it. */
+  async destroy(): Promise<void> {
+    this.exec?.close();
+    await execTool('lxc-stop', ['-P', this.env.lxcPath, '-n', this.name, '-k'], 30_000).catch(() => undefined);
+    await execTool('umount', ['-l', join(this.dir, 'overlay')]).catch(() => undefined);
+    rmSync(this.dir, { recursive: true, force: true });
+    rmSync(this.sockDir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,182 @@
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import { Container, type ContainerEnv } from './container.js';
+
+export interface PoolOptions {
+  env: ContainerEnv;
+  images: () => string[];
+  /** Blank containers kept ready per image. */
+  warm: number;
+  maxUses: number;
+  idleTtlMs: number;
+  log: Logger;
+  clock?: () => number;
+}
+
+export interface Lease {
+  container: Container;
+  kind: 'warm' | 'blank' | 'cold';
+}
+
+export interface PoolEvents {
+  'pool:error': [{ error: unknown; image: string }];
+  'pool:changed': [];
+}
+
+const key = (tenant: string, image: string) => `${tenant}\0${image}`;
+
+/**
+ * The agent's containers. Blank ones are pre-warmed per image and refilled in the background;
+ * a container, once used by a tenant, is bound to (tenant, image) and only ever reused for that
+ * pair; it is recycled after a bad end, `maxUses`, or `idleTtlMs` idle. One attempt per container.
+ */
+export class Pool extends EventEmitter<PoolEvents> {
+  private readonly blank = new Map<string, Container[]>();
+  private readonly idle = new Map<string, Container[]>();
+  private readonly busy = new Set<Container>();
+  private readonly starting = new Map<string, number>();
+  private recycledCount = 0;
+  /** After a failed start, an image's refill waits (doubling up to a minute) instead of spinning. */
+  private readonly backoff = new Map<string, { until: number; ms: number }>();
+  private stopped = false;
+  private timer?: NodeJS.Timeout;
+  private readonly clock: () => number;
+
+  constructor(private readonly o: PoolOptions) {
+    super();
+    this.clock = o.clock ?? Date.now;
+  }
+
+  start(): void {
+    this.refill();
+    this.timer = setInterval(() => this.runOnce(), 1000);
+    this.timer.unref();
+  }
+
+  /** Housekeeping: recycle idle containers past their TTL, top up blanks. */
+  runOnce(): void {
+    const now = this.clock();
+    for (const [k, list] of this.idle) {
+      const keep = list.filter((c) => now - c.lastUsed < this.o.idleTtlMs);
+      for (const c of list) if (!keep.includes(c)) void this.recycle(c);
+      if (keep.length) this.idle.set(k, keep);
+      else this.idle.delete(k);
+    }
+    this.refill();
+  }
+
+  /** Tops blank containers up to the target per image, in the background. */
+  refill(): void {
+    if (this.stopped) return;
+    for (const image of this.o.images()) {
+      if ((this.backoff.get(image)?.until ?? 0) > this.clock()) continue;
+      const have = (this.blank.get(image)?.length ?? 0) + (this.starting.get(image) ?? 0);
+      for (let i = have; i < this.o.warm; i++) void this.startBlank(image);
+    }
+  }
+
+  private async startBlank(image: string): Promise<void> {
+    this.starting.set(image, (this.starting.get(image) ?? 0) + 1);
+    try {
+      const c = await Container.start(image, this.o.env);
+      if (this.stopped) return void (await c.destroy());
+      c.exec.once('close', () => this.forget(c));
+      const list = this.blank.get(image) ?? [];
+      list.push(c);
+      this.blank.set(image, list);
+      this.backoff.delete(image);
+      this.emit('pool:changed');
+    } catch (error) {
+      const ms = Math.min(60_000, (this.backoff.get(image)?.ms ?? 500) * 2);
+      this.backoff.set(image, { until: this.clock() + ms, ms });
+      this.o.log.error({ err: error, image }, 'could not start a blank container');
+      this.emit('pool:error', { error, image });
+    } finally {
+      this.starting.set(image, (this.starting.get(image) ?? 1) - 1);
+    }
+  }
+
+  /** A container whose executor went away is of no use: drop it wherever it is. */
+  private forget(c: Container): void {
+    if (this.busy.has(c)) return; // the runner sees the close and recycles it
+    for (const m of [this.blank, this.idle]) {
+      for (const [k, list] of m) {
+        const i = list.indexOf(c);
+        if (i >= 0) {
+          list.splice(i, 1);
+          if (!list.length) m.delete(k);
+          void this.recycle(c);
+        }
+      }
+    }
+  }
+
+  /**
+   * A container for one attempt: the tenant's idle warm one for this image, else a blank one
+   * (which becomes the tenant's), else a new one started now. `fresh` skips warm containers.
+   */
+  async acquire(tenant: string, image: string, fresh: boolean): Promise<Lease> {
+    let kind: Lease['kind'] = 'cold';
+    let c: Container | undefined;
+    if (!fresh) {
+      c = this.idle.get(key(tenant, image))?.pop();
+      if (c) kind = 'warm';
+    }
+    if (!c) {
+      c = this.blank.get(image)?.shift();
+      if (c) kind = 'blank';
+    }
+    if (!c) c = await Container.start(image, this.o.env);
+    if (kind !== 'cold') this.refill();
+    c.tenant = tenant;
+    c.uses++;
+    this.busy.add(c);
+    this.emit('pool:changed');
+    return { container: c, kind };
+  }
+
+  /** Gives a container back after an attempt: kept warm for its tenant, or recycled. */
+  release(c: Container, recycle: boolean): void {
+    this.busy.delete(c);
+    c.lastUsed = this.clock();
+    if (recycle || this.stopped || c.uses >= this.o.maxUses || !c.exec.alive) {
+      void this.recycle(c);
+    } else {
+      const k = key(c.tenant!, c.image);
+      const list = this.idle.get(k) ?? [];
+      list.push(c);
+      this.idle.set(k, list);
+    }
+    this.emit('pool:changed');
+  }
+
+  private async recycle(c: Container): Promise<void> {
+    this.recycledCount++;
+    await c.destroy().catch((error: unknown) => this.o.log.warn({ err: error, container: c.name }, 'destroy failed'));
+  }
+
+  summary() {
+    const blank: Record<string, number> = {};
+    for (const [image, list] of this.blank) blank[image] = list.length;
+    const warm = [...this.idle].map(([k, list]) => {
+      const [tenant, image] = k.split('\0') as [string, string];
+      return { tenant, image, idle: list.length };
+    });
+    const idleCount = [...this.idle.values()].reduce((n, l) => n + l.length, 0);
+    const blankCount = Object.values(blank).reduce((n, x) => n + x, 0);
+    return { containers: idleCount + blankCount + this.busy.size, blank, warm, busy: this.busy.size, recycled: this.recycledCount };
+  }
+
+  /** Destroys every container (busy ones too); after this, lxc-ls shows only images. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    const all = [...this.busy, ...[...this.blank.values()].flat(), ...[...this.idle.values()].flat()];
+    this.busy.clear();
+    this.blank.clear();
+    this.idle.clear();
+    await Promise.all(all.map((c) => c.destroy()));
+    // Blank containers still starting destroy themselves when they see `stopped`.
+    while ([...this.starting.values()].some((n) => n > 0)) await new Promise((r) => setTimeout(r, 20));
+  }
+}
