@@ -6,6 +6,7 @@ import { Connection } from './connection.js';
 import { ensureExecutor } from './executor/build.js';
 import { listImages } from './lxc/images.js';
 import { Pool } from './pool/pool.js';
+import { destroyLeftovers } from './pool/container.js';
 import { Runner } from './runner.js';
 
 export interface Agent {
@@ -28,8 +29,11 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ level
   for (const i of config.images) if (!found.includes(i)) log.warn({ image: i }, 'image not found on this node; build it with corral image build');
   if (images.length === 0) log.warn('no images on this node: run "corral image build busybox"');
 
+  const env = { agent: config.name, lxcPath: config.lxcPath, runDir: config.runDir, executor, idmapBase: config.idmapBase, diskBytes: config.disk };
+  const leftovers = await destroyLeftovers(env);
+  if (leftovers) log.warn({ count: leftovers }, 'destroyed containers left by a previous run');
   const pool = new Pool({
-    env: { lxcPath: config.lxcPath, runDir: config.runDir, executor, idmapBase: config.idmapBase, diskBytes: config.disk },
+    env,
     images: () => images,
     warm: config.warm,
     maxUses: config.maxUses,

@@ -69,8 +69,14 @@ function pathsOf(pid: number): Map<string, string> {
   return out;
 }
 
-export function cgroupOf(pid: number): ContainerCgroup {
-  const paths = pathsOf(pid);
+/**
+ * The cgroup of the container whose monitor process is `monitorPid` (what `lxc-start -p`
+ * records): LXC puts the monitor in lxc.monitor.NAME and the container in lxc.payload.NAME,
+ * side by side.
+ */
+export function cgroupOfMonitor(monitorPid: number): ContainerCgroup {
+  const paths = pathsOf(monitorPid);
+  for (const [k, v] of paths) paths.set(k, v.replace(/\/lxc\.monitor\.([^/]+)$/, '/lxc.payload.$1'));
   return isCgroupV2Host() ? new V2(join(ROOT, paths.get('') ?? '/')) : new V1(paths);
 }
 

@@ -40,7 +40,7 @@ export interface ContainerConfig {
  */
 export function containerConfig(c: ContainerConfig): string {
   return [
-    `lxc.uts.name = ${c.name}`,
+    'lxc.uts.name = corral',
     `lxc.rootfs.path = overlay:${c.imageRootfs}:${c.upperDir}`,
     `lxc.idmap = u 0 ${c.idmapBase} 65536`,
     `lxc.idmap = g 0 ${c.idmapBase} 65536`,

@@ -2,15 +2,37 @@ import { randomBytes } from 'node:crypto';
 import { chownSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ExecClient } from '../executor/client.js';
-import { cgroupOf, type ContainerCgroup } from '../lxc/cgroup.js';
-import { CONTAINER_PREFIX, containerConfig, execTool } from '../lxc/lxc.js';
+import { cgroupOfMonitor, type ContainerCgroup } from '../lxc/cgroup.js';
+import { CONTAINER_PREFIX, containerConfig, execTool, lxcLs } from '../lxc/lxc.js';
 
 export interface ContainerEnv {
+  /** The agent's name: part of every container name, so an agent can find its own leftovers. */
+  agent: string;
   lxcPath: string;
   runDir: string;
   executor: string;
   idmapBase: number;
   diskBytes: number;
+}
+
+export const containerPrefix = (agent: string) => `${CONTAINER_PREFIX}${agent.slice(0, 24)}-`;
+
+/**
+ * Destroys containers a previous run of this agent left behind (after a crash or kill -9):
+ * nothing a past tenant ran may survive into the new pool.
+ */
+export async function destroyLeftovers(env: ContainerEnv): Promise<number> {
+  const prefix = containerPrefix(env.agent);
+  const names = (await lxcLs(env.lxcPath).catch(() => [] as string[])).filter((n) => n.startsWith(prefix));
+  await Promise.all(
+    names.map(async (name) => {
+      await execTool('lxc-stop', ['-P', env.lxcPath, '-n', name, '-k'], 30_000).catch(() => undefined);
+      await execTool('umount', ['-l', join(env.lxcPath, name, 'overlay')]).catch(() => undefined);
+      rmSync(join(env.lxcPath, name), { recursive: true, force: true });
+      rmSync(join(env.runDir, name), { recursive: true, force: true });
+    }),
+  );
+  return names.length;
 }
 
 /**
@@ -23,6 +45,7 @@ export class Container {
   tenant: string | undefined;
   uses = 0;
   lastUsed = Date.now();
+  /** The executor's pid on the host (the container's init). */
   pid = 0;
   cgroup!: ContainerCgroup;
   exec!: ExecClient;
@@ -31,7 +54,7 @@ export class Container {
     readonly image: string,
     private readonly env: ContainerEnv,
   ) {
-    this.name = CONTAINER_PREFIX + randomBytes(6).toString('hex');
+    this.name = `${containerPrefix(env.agent)}${randomBytes(6).toString('hex')}`;
   }
 
   private get dir() {
@@ -47,14 +70,14 @@ export class Container {
     try {
       await c.create();
       await execTool('lxc-start', ['-P', env.lxcPath, '-n', c.name, '-p', join(c.dir, 'init.pid'), '-l', 'WARN', '-o', join(c.dir, 'lxc.log')], 30_000);
-      c.pid = Number(readFileSync(join(c.dir, 'init.pid'), 'utf8').trim());
+      c.cgroup = cgroupOfMonitor(Number(readFileSync(join(c.dir, 'init.pid'), 'utf8').trim()));
+      c.pid = c.cgroup.procs()[0] ?? 0;
       // The executor is tiny; keep the OOM killer on the job, never on the container's init.
       try {
         writeFileSync(`/proc/${c.pid}/oom_score_adj`, '-1000');
       } catch {
         /* best effort */
       }
-      c.cgroup = cgroupOf(c.pid);
       c.exec = await ExecClient.connect(join(c.sockDir, 'exec.sock'), 10_000);
       return c;
     } catch (err) {

@@ -39,6 +39,8 @@ export class Admission {
   /** Checks `spec` against `quota` and fills unset limits; throws a domain error when it may not run. */
   admit(tenant: string, spec: JobSpec, quota: Quota, now = Date.now()): JobSpec {
     if (!this.images.known(spec.image)) throw new Unprocessable(`image "${spec.image}" is not available`, 'image');
+    // Containers have no network interface but lo; no policy grants one yet.
+    if (spec.network) throw new Unprocessable('network access is not allowed by this gateway', 'network');
     if (spec.timeout > quota.maxTimeoutSeconds) {
       throw new LimitExceeded(`timeout ${spec.timeout}s exceeds the tenant's maxTimeoutSeconds (${quota.maxTimeoutSeconds})`, 'timeout', 'maxTimeoutSeconds');
     }

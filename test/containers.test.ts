@@ -1,0 +1,182 @@
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { lxcLs } from '../agent/lxc/lxc.js';
+import { startCluster, until, type Client, type Cluster } from './helpers/cluster.js';
+
+let cluster: Cluster;
+let acme: Client;
+let rival: Client;
+
+beforeAll(async () => {
+  cluster = await startCluster({ agents: ['ct1'] });
+  acme = await cluster.tenant('acme');
+  rival = await cluster.tenant('rival');
+});
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+describe('jobs run in real LXC containers', () => {
+  it('captures stdout and stderr separately and reports exit codes', async () => {
+    const ok = await acme.submit({ command: 'echo out; echo err >&2' }, 30);
+    expect(ok.status).toBe(200);
+    expect(ok.job).toMatchObject({ state: 'succeeded', exitCode: 0, reason: 'exit' });
+    expect(await acme.output(ok.job.id, 'stdout')).toBe('out\n');
+    expect(await acme.output(ok.job.id, 'stderr')).toBe('err\n');
+    const bad = await acme.submit({ command: ['/bin/sh', '-c', 'exit 7'] }, 30);
+    expect(bad.job).toMatchObject({ state: 'failed', exitCode: 7, reason: 'exit' });
+    const missing = await acme.submit({ command: ['/no/such/program'] }, 30);
+    expect(missing.job).toMatchObject({ state: 'failed', exitCode: 127 });
+  });
+
+  it('passes env and stdin, and an argv array reaches the program unquoted', async () => {
+    const r = await acme.submit({ command: ['/bin/sh', '-c', 'echo "$GREETING"; cat; echo "$0|$1"', 'a b', 'c d'], env: { GREETING: 'hello there' }, stdin: 'from stdin\n' }, 30);
+    expect(await acme.output(r.job.id)).toBe('hello there\nfrom stdin\na b|c d\n');
+  });
+
+  it('kills sleep 100 at its timeout, promptly, and ends timed_out', async () => {
+    const started = Date.now();
+    const r = await acme.submit({ command: 'sleep 100', timeout: 1 }, 30);
+    expect(Date.now() - started).toBeLessThan(6000);
+    expect(r.job).toMatchObject({ state: 'timed_out', reason: 'timeout', signal: 'SIGTERM' });
+    expect(r.job.attempts[0]!.reason).toBe('timeout');
+  });
+
+  it('a process that ignores TERM is killed after the grace period', async () => {
+    const started = Date.now();
+    const r = await acme.submit({ command: "trap '' TERM; while true; do sleep 0.1; done", timeout: 1 }, 30);
+    expect(r.job).toMatchObject({ state: 'timed_out', signal: 'SIGKILL' });
+    expect(Date.now() - started).toBeLessThan(6000);
+  });
+
+  it('retries: exit 3 with retries 2 makes three attempts, then fails', async () => {
+    const { job } = await acme.submit({ command: 'exit 3', retries: 2 });
+    const done = await acme.until(job.id);
+    expect(done.state).toBe('failed');
+    expect(done.attempts.map((a) => [a.n, a.exitCode, a.reason])).toEqual([
+      [1, 3, 'exit'],
+      [2, 3, 'exit'],
+      [3, 3, 'exit'],
+    ]);
+  });
+
+  it('a memory hog ends oom, with peak memory at the limit', async () => {
+    const r = await acme.submit({ command: 'x=$(head -c 100000000 /dev/zero | tr "\\0" a); echo ${#x}', memory: '32M' }, 30);
+    expect(r.job).toMatchObject({ state: 'failed', reason: 'oom' });
+    const peak = r.job.attempts[0]!.peakMemoryBytes!;
+    expect(peak).toBeGreaterThan(16 * 1024 * 1024);
+    expect(peak).toBeLessThanOrEqual(32 * 1024 * 1024);
+  });
+
+  it('a fork bomb is contained by the pids limit and the agent keeps working', async () => {
+    const r = await acme.submit({ command: 'bomb() { bomb | bomb & }; bomb; sleep 2; echo survived', timeout: 5 }, 30);
+    expect(['failed', 'timed_out', 'succeeded']).toContain(r.job.state);
+    const after = await acme.submit({ command: 'echo still fine' }, 30);
+    expect(after.job.state).toBe('succeeded');
+    expect(await acme.output(after.job.id)).toBe('still fine\n');
+  });
+
+  it('holds a CPU limit: CPU-seconds ÷ wall time is about the limit', async () => {
+    const r = await acme.submit({ command: 'end=$(($(date +%s) + 3)); while [ $(date +%s) -lt $end ]; do :; done', cpu: 0.25, timeout: 20 }, 30);
+    const a = r.job.attempts[0]!;
+    const wall = (Date.parse(a.endedAt!) - Date.parse(a.startedAt!)) / 1000;
+    const ratio = a.cpuSeconds! / wall;
+    expect(ratio).toBeGreaterThan(0.15);
+    expect(ratio).toBeLessThan(0.4);
+  });
+
+  it('reuses a warm container for the same tenant only: /tmp carries over for acme, never to rival', async () => {
+    const first = await acme.submit({ command: 'echo secret > /tmp/mark; echo written' }, 30);
+    expect(first.job.state).toBe('succeeded');
+    const container = first.job.attempts[0]!.container;
+    const again = await acme.submit({ command: 'cat /tmp/mark' }, 30);
+    expect(again.job.attempts[0]!.container).toBe(container);
+    expect(await acme.output(again.job.id)).toBe('secret\n');
+    const other = await rival.submit({ command: 'cat /tmp/mark 2>/dev/null || echo none' }, 30);
+    expect(other.job.attempts[0]!.container).not.toBe(container);
+    expect(await rival.output(other.job.id)).toBe('none\n');
+  });
+
+  it('fresh: true gets a new container without the tenant’s leftovers', async () => {
+    await acme.submit({ command: 'echo x > /tmp/fresh-mark' }, 30);
+    const r = await acme.submit({ command: 'cat /tmp/fresh-mark 2>/dev/null || echo clean', fresh: true }, 30);
+    expect(await acme.output(r.job.id)).toBe('clean\n');
+  });
+
+  it('cancel stops a running job and its whole process tree', async () => {
+    const { job } = await acme.submit({ command: 'sleep 100 & sleep 100 & sleep 100', timeout: 120 });
+    await until(async () => (await acme.get(job.id)).startedAt !== null, 20_000);
+    const started = Date.now();
+    const res = await acme.request('POST', `/v1/jobs/${job.id}/cancel`);
+    expect(res.status).toBe(202);
+    const done = await acme.until(job.id, 20_000);
+    expect(done).toMatchObject({ state: 'cancelled' });
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it('root in the container is an unprivileged uid on the host', async () => {
+    const r = await acme.submit({ command: 'id -u; cat /proc/self/uid_map; touch /root/owned', fresh: true }, 30);
+    expect(await acme.output(r.job.id)).toMatch(/^0\n\s+0\s+1000000\s+65536\n$/);
+    const container = r.job.attempts[0]!.container!;
+    const file = join('/var/lib/lxc', container, 'overlay', 'delta', 'root', 'owned');
+    expect(statSync(file).uid).toBe(1_000_000);
+  });
+
+  it('has no network interface but lo', async () => {
+    const r = await acme.submit({ command: 'ls /sys/class/net' }, 30);
+    expect(await acme.output(r.job.id)).toBe('lo\n');
+    const refused = await acme.submit({ command: 'true', network: true });
+    expect(refused.status).toBe(422);
+  });
+
+  it('streams output live while the job runs', async () => {
+    const { job } = await acme.submit({ command: 'echo first; sleep 1.5; echo second' });
+    const res = await acme.request('GET', `/v1/jobs/${job.id}/output?follow=1`);
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    while (!text.includes('data: first')) text += decoder.decode((await reader.read()).value);
+    // "first" arrived while the job was still running.
+    expect((await acme.get(job.id)).state).toBe('running');
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value);
+    }
+    expect(text).toMatch(/data: second/);
+    expect(text).toMatch(/event: end/);
+  });
+
+  it('sleep 10 && echo hi with a 5 s timeout and 4 tries: four timed-out attempts, never "hi"', async () => {
+    const { job } = await acme.submit({ command: 'sleep 10 && echo hi', timeout: 5, retries: 3 });
+    const done = await acme.until(job.id, 60_000);
+    expect(done.state).toBe('timed_out');
+    expect(done.attempts.map((a) => a.reason)).toEqual(['timeout', 'timeout', 'timeout', 'timeout']);
+    // Each timed-out attempt's container was recycled, never reused.
+    expect(new Set(done.attempts.map((a) => a.container)).size).toBe(4);
+    expect(await acme.output(job.id)).toBe('');
+  });
+
+  it('shows the pool, with the tenant’s warm container, in GET /v1/agents', async () => {
+    await acme.submit({ command: 'true' }, 30);
+    const admin = cluster.gateway.services;
+    const token = await (await import('../src/auth/tokens.js')).mintToken({ secret: admin.secret, issuer: 'corral', audience: 'corral', sub: 'admin', scopes: ['admin'], ttlSeconds: 60 });
+    let body: { agents: Array<{ id: string; pool: { containers: number; warm: Array<{ tenant: string; image: string; idle: number }> } }> } = { agents: [] };
+    await until(async () => {
+      body = await (await fetch(`${cluster.url}/v1/agents`, { headers: { authorization: `Bearer ${token}` } })).json();
+      return body.agents[0]?.pool.warm.some((w) => w.tenant === 'acme' && w.image === 'busybox' && w.idle > 0) ?? false;
+    }, 5000, 100);
+    expect(body.agents[0]!.id).toBe('ct1');
+    expect(body.agents[0]!.pool.containers).toBeGreaterThan(0);
+  });
+});
+
+describe('no container leaks', () => {
+  it('after the agents stop, lxc-ls shows only images', async () => {
+    await cluster.stop();
+    const left = (await lxcLs('/var/lib/lxc')).filter((n) => n.startsWith('corral-run-ct1-'));
+    expect(left).toEqual([]);
+    cluster = undefined as unknown as Cluster;
+  });
+});
