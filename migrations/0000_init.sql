@@ -55,9 +55,8 @@ CREATE TABLE `jobs` (
 --> statement-breakpoint
 CREATE UNIQUE INDEX `jobs_tenant_name` ON `jobs` (`tenant`,`name`);--> statement-breakpoint
 CREATE INDEX `jobs_tenant_id` ON `jobs` (`tenant`,`id`);--> statement-breakpoint
-CREATE INDEX `jobs_tenant_state` ON `jobs` (`tenant`,`state`);--> statement-breakpoint
 CREATE INDEX `jobs_claimable` ON `jobs` (`tenant`,`run_after`,`id`) WHERE state = 'queued';--> statement-breakpoint
-CREATE INDEX `jobs_leases` ON `jobs` (`lease_expires_at`) WHERE state = 'running';--> statement-breakpoint
+CREATE INDEX `jobs_running` ON `jobs` (`tenant`,`lease_expires_at`) WHERE state = 'running';--> statement-breakpoint
 CREATE TABLE `output` (
 	`id` integer PRIMARY KEY AUTOINCREMENT NOT NULL,
 	`job_id` text NOT NULL,

@@ -32,17 +32,22 @@ export class GroupCommit {
     if (batch.length === 0) return;
     this.pending = [];
     const outcomes: Array<{ ok: boolean; value: unknown }> = [];
+    const db = this.sqlite;
     try {
-      this.sqlite.transaction(() => {
-        for (const p of batch) {
-          try {
-            outcomes.push({ ok: true, value: this.sqlite.transaction(p.fn)() });
-          } catch (err) {
-            outcomes.push({ ok: false, value: err });
-          }
+      db.exec('BEGIN IMMEDIATE');
+      for (const p of batch) {
+        db.exec('SAVEPOINT one');
+        try {
+          outcomes.push({ ok: true, value: p.fn() });
+          db.exec('RELEASE one');
+        } catch (err) {
+          db.exec('ROLLBACK TO one; RELEASE one');
+          outcomes.push({ ok: false, value: err });
         }
-      })();
+      }
+      db.exec('COMMIT');
     } catch (err) {
+      if (db.inTransaction) db.exec('ROLLBACK');
       // The commit itself failed (disk full, I/O error): nothing in the batch is durable.
       for (const p of batch) p.reject(err);
       return;

@@ -29,6 +29,8 @@ export function openStore(file: string, sync: 'full' | 'normal' = 'full'): Store
   sqlite.pragma(`synchronous = ${sync === 'full' ? 'FULL' : 'NORMAL'}`);
   sqlite.pragma('foreign_keys = ON');
   sqlite.pragma('busy_timeout = 5000');
+  sqlite.pragma('cache_size = -65536');
+  sqlite.pragma('temp_store = memory');
   const db = drizzle(sqlite, { schema });
   migrate(db, { migrationsFolder: join(packageRoot(), 'migrations') });
   const group = new GroupCommit(sqlite);

@@ -64,9 +64,12 @@ export function jobRoutes(s: Services) {
     async (c) => {
       const tenant = c.get('principal').tenant!;
       const key = c.req.valid('header')['idempotency-key'];
-      const { job } = await s.jobs.submit(tenant, c.req.valid('json'), key === undefined ? {} : { idempotencyKey: key });
-      const after = await waitFor(tenant, job, c.req.valid('query').wait ?? 0, c.req.raw.signal);
-      return c.json(after, FINAL_STATES.has(after.state) && (c.req.valid('query').wait ?? 0) > 0 ? 200 : 202);
+      const wait = c.req.valid('query').wait ?? 0;
+      const { job } = await s.jobs.submit(tenant, c.req.valid('json'), {
+        ...(key !== undefined && { idempotencyKey: key }),
+        hold: (j) => waitFor(tenant, j, wait, c.req.raw.signal),
+      });
+      return c.json(job, FINAL_STATES.has(job.state) && wait > 0 ? 200 : 202);
     },
   );
 

@@ -13,6 +13,8 @@ import { toJobView, type JobRow, type JobView } from './view.js';
 
 export interface SubmitOptions {
   idempotencyKey?: string;
+  /** Runs while the request is still in flight (the `?wait` hold); its result is the answer. */
+  hold?: (job: JobView) => Promise<JobView>;
 }
 
 export interface ListQuery {
@@ -65,7 +67,10 @@ export class JobService {
       const bodyHash = key === undefined ? '' : createHash('sha256').update(canonical(req)).digest('hex');
       if (key !== undefined) {
         const prior = this.findIdempotent(tenant, key);
-        if (prior) return { job: this.replay(tenant, prior, bodyHash), created: false };
+        if (prior) {
+          const job = this.replay(tenant, prior, bodyHash);
+          return { job: o.hold ? await o.hold(job) : job, created: false };
+        }
       }
       const now = Date.now();
       const spec = this.admission.admit(tenant, toSpec(req, { image: this.defaultImage, ...quota }), quota, now);
@@ -78,7 +83,8 @@ export class JobService {
         if (key !== undefined) this.store.db.insert(idempotencyKeys).values({ tenant, key, bodyHash, jobId: id, createdAt: now }).run();
       });
       this.machine.announce(id, tenant);
-      return { job: this.get(tenant, id), created: true };
+      const job = this.get(tenant, id);
+      return { job: o.hold ? await o.hold(job) : job, created: true };
     } finally {
       if (flightKey !== undefined) this.inFlight.delete(flightKey);
     }

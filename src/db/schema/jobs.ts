@@ -37,9 +37,9 @@ export const jobs = sqliteTable(
   (t) => [
     uniqueIndex('jobs_tenant_name').on(t.tenant, t.name),
     index('jobs_tenant_id').on(t.tenant, t.id),
-    index('jobs_tenant_state').on(t.tenant, t.state),
     // The dispatch query walks only a tenant's queued rows, oldest first.
     index('jobs_claimable').on(t.tenant, t.runAfter, t.id).where(sql`state = 'queued'`),
-    index('jobs_leases').on(t.leaseExpiresAt).where(sql`state = 'running'`),
+    // Running rows are bounded by agent slots: per-tenant concurrency counts and the lease reaper use this.
+    index('jobs_running').on(t.tenant, t.leaseExpiresAt).where(sql`state = 'running'`),
   ],
 );
