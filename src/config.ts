@@ -24,6 +24,11 @@ const GatewayConfigSchema = z.object({
   metricsToken: z.string().min(16).optional(),
   /** `full`: each commit is fsynced (grouped per event-loop tick); `normal`: WAL without fsync per commit. */
   sync: z.enum(['full', 'normal']).default('full'),
+  /** Group the commits of one event-loop turn into one fsync (on by default; off only to compare). */
+  groupCommit: z
+    .enum(['true', 'false', '1', '0'])
+    .default('true')
+    .transform((v) => v === 'true' || v === '1'),
   /** How long an attempt's lease lasts without a heartbeat, in ms. */
   leaseMs: z.coerce.number().int().positive().default(15_000),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -46,6 +51,7 @@ const ENV_KEYS: Record<keyof z.input<typeof GatewayConfigSchema>, string> = {
   bodyLimit: 'CORRAL_BODY_LIMIT',
   metricsToken: 'CORRAL_METRICS_TOKEN',
   sync: 'CORRAL_SYNC',
+  groupCommit: 'CORRAL_GROUP_COMMIT',
   leaseMs: 'CORRAL_LEASE_MS',
   logLevel: 'CORRAL_LOG_LEVEL',
   publicUrl: 'CORRAL_PUBLIC_URL',

@@ -45,7 +45,7 @@ export interface BuildOptions {
 
 export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Services {
   const log = o.log ?? pino({ level: config.logLevel, base: { svc: 'gateway' } });
-  const store = openStore(o.dbFile ?? join(config.dataDir, 'corral.db'), config.sync);
+  const store = openStore(o.dbFile ?? join(config.dataDir, 'corral.db'), config.sync, config.groupCommit);
   const secret = loadOrCreateSecret(config.dataDir, config.jwtSecret);
   const verifier = new TokenVerifier({ secret, issuer: config.jwtIssuer, audience: config.jwtAudience, ...(config.jwks && { jwks: config.jwks }) });
   const machine = new JobMachine(store.sqlite, { leaseMs: config.leaseMs, ...(o.clock && { clock: o.clock }), ...(o.backoffBaseMs !== undefined && { backoffBaseMs: o.backoffBaseMs }) });

@@ -14,11 +14,27 @@ interface Pending {
 export class GroupCommit {
   private pending: Pending[] = [];
   private scheduled = false;
+  private readonly stmt;
 
-  constructor(private readonly sqlite: Database.Database) {}
+  constructor(
+    private readonly sqlite: Database.Database,
+    /** false: every write is its own transaction and fsync (the baseline bench/submit.ts compares). */
+    private readonly grouped = true,
+  ) {
+    // Prepared once: exec() would compile these four statements again for every write.
+    const p = (q: string) => sqlite.prepare(q);
+    this.stmt = { begin: p('BEGIN IMMEDIATE'), commit: p('COMMIT'), save: p('SAVEPOINT one'), release: p('RELEASE one'), undo: p('ROLLBACK TO one') };
+  }
 
   run = <T>(fn: () => T): Promise<T> =>
     new Promise<T>((resolve, reject) => {
+      if (!this.grouped) {
+        try {
+          return resolve(this.sqlite.transaction(fn)());
+        } catch (err) {
+          return reject(err);
+        }
+      }
       this.pending.push({ fn, resolve: resolve as (v: unknown) => void, reject });
       if (!this.scheduled) {
         this.scheduled = true;
@@ -34,18 +50,20 @@ export class GroupCommit {
     const outcomes: Array<{ ok: boolean; value: unknown }> = [];
     const db = this.sqlite;
     try {
-      db.exec('BEGIN IMMEDIATE');
+      const st = this.stmt;
+      st.begin.run();
       for (const p of batch) {
-        db.exec('SAVEPOINT one');
+        st.save.run();
         try {
           outcomes.push({ ok: true, value: p.fn() });
-          db.exec('RELEASE one');
+          st.release.run();
         } catch (err) {
-          db.exec('ROLLBACK TO one; RELEASE one');
+          st.undo.run();
+          st.release.run();
           outcomes.push({ ok: false, value: err });
         }
       }
-      db.exec('COMMIT');
+      st.commit.run();
     } catch (err) {
       if (db.inTransaction) db.exec('ROLLBACK');
       // The commit itself failed (disk full, I/O error): nothing in the batch is durable.

@@ -22,7 +22,7 @@ export interface Store {
  * `sync: 'full'` fsyncs the WAL on every commit, so a 202 means the job is on disk; commits from
  * one event-loop tick are grouped into one transaction to pay for one fsync between them.
  */
-export function openStore(file: string, sync: 'full' | 'normal' = 'full'): Store {
+export function openStore(file: string, sync: 'full' | 'normal' = 'full', groupCommit = true): Store {
   if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
   const sqlite = new Database(file);
   sqlite.pragma('journal_mode = WAL');
@@ -33,7 +33,7 @@ export function openStore(file: string, sync: 'full' | 'normal' = 'full'): Store
   sqlite.pragma('temp_store = memory');
   const db = drizzle(sqlite, { schema });
   migrate(db, { migrationsFolder: join(packageRoot(), 'migrations') });
-  const group = new GroupCommit(sqlite);
+  const group = new GroupCommit(sqlite, groupCommit);
   return {
     sqlite,
     db,

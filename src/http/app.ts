@@ -1,5 +1,4 @@
 import { Hono } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
 import { requestId } from 'hono/request-id';
 import { routePath } from 'hono/route';
 import { authenticate } from '../auth/middleware.js';
@@ -10,6 +9,7 @@ import type { Services } from '../services.js';
 import type { AppEnv } from './env.js';
 import { ApiError, onError, problem } from './errors.js';
 import { opsRoutes } from './ops.js';
+import { cappedBody } from './body.js';
 import { router } from './router.js';
 
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
@@ -30,13 +30,7 @@ export function createApp(s: Services) {
       s.log.info({ requestId: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms: +(seconds * 1000).toFixed(2) }, 'request');
     }
   });
-  app.use(
-    '*',
-    bodyLimit({
-      maxSize: s.config.bodyLimit,
-      onError: (c) => problem(c, 'payload_too_large', `the body is larger than ${s.config.bodyLimit} bytes`, [{ field: '(body)', message: 'too large' }]),
-    }),
-  );
+  app.use('*', cappedBody(s.config.bodyLimit));
   app.use('/v1/*', async function jsonOnly(c, next) {
     if (c.req.method === 'POST' || c.req.method === 'PUT' || c.req.method === 'PATCH') {
       const type = c.req.header('content-type');

@@ -37,9 +37,9 @@ export function jobRoutes(s: Services) {
   const write = requireScope(['jobs:write'], { tenant: true });
 
   /** Holds until the job ends or `seconds` pass; returns the job as it then is. */
-  async function waitFor(tenant: string, job: JobView, seconds: number, signal: AbortSignal): Promise<JobView> {
+  async function waitFor(tenant: string, job: JobView, seconds: number, signal: () => AbortSignal): Promise<JobView> {
     if (seconds <= 0 || FINAL_STATES.has(job.state)) return job;
-    await s.waiters.wait(job.id, seconds * 1000, signal);
+    await s.waiters.wait(job.id, seconds * 1000, signal());
     return s.jobs.get(tenant, job.id);
   }
 
@@ -67,7 +67,7 @@ export function jobRoutes(s: Services) {
       const wait = c.req.valid('query').wait ?? 0;
       const { job } = await s.jobs.submit(tenant, c.req.valid('json'), {
         ...(key !== undefined && { idempotencyKey: key }),
-        hold: (j) => waitFor(tenant, j, wait, c.req.raw.signal),
+        hold: (j) => waitFor(tenant, j, wait, () => c.req.raw.signal),
       });
       return c.json(job, FINAL_STATES.has(job.state) && wait > 0 ? 200 : 202);
     },
@@ -123,7 +123,7 @@ export function jobRoutes(s: Services) {
     async (c) => {
       const tenant = c.get('principal').tenant!;
       const job = s.jobs.getByIdOrName(tenant, c.req.valid('param').id);
-      return c.json(await waitFor(tenant, job, c.req.valid('query').wait ?? 0, c.req.raw.signal), 200);
+      return c.json(await waitFor(tenant, job, c.req.valid('query').wait ?? 0, () => c.req.raw.signal), 200);
     },
   );
 

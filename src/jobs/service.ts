@@ -83,7 +83,11 @@ export class JobService {
         if (key !== undefined) this.store.db.insert(idempotencyKeys).values({ tenant, key, bodyHash, jobId: id, createdAt: now }).run();
       });
       this.machine.announce(id, tenant);
-      const job = this.get(tenant, id);
+      // The view of what was just written, without reading it back.
+      const job = toJobView(
+        { id, name: req.name ?? null, tenant, state: 'queued', spec, exitCode: null, signal: null, reason: null, createdAt: now, startedAt: null, endedAt: null, outputBytes: 0, outputTruncated: false },
+        [],
+      );
       return { job: o.hold ? await o.hold(job) : job, created: true };
     } finally {
       if (flightKey !== undefined) this.inFlight.delete(flightKey);

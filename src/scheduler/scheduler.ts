@@ -53,7 +53,10 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   start(): void {
     this.machine.on('job:queued', this.kick);
     this.hub.on('capacity', this.kick);
-    this.timer = setInterval(this.kick, this.tickMs);
+    this.timer = setInterval(() => {
+      this.reap();
+      this.kick();
+    }, this.tickMs);
     this.timer.unref();
   }
 
@@ -87,14 +90,25 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
    * (one fsync); `run` frames go out only after it commits. Returns jobs dispatched.
    */
   runOnce(): number {
+    if (!this.hub.agents().some((a) => freeSlots(a) > 0)) return 0;
     const outbox: Array<() => void> = [];
     const n = this.db.transaction(() => this.pass(outbox))();
     for (const send of outbox) send();
     return n;
   }
 
+  /** Expired leases go back to the queue; runs on the timer, not on every kick. */
+  reap(): number {
+    try {
+      return this.machine.reapExpired();
+    } catch (error) {
+      this.log.error({ err: error }, 'lease reaper failed');
+      this.emit('scheduler:error', { error });
+      return 0;
+    }
+  }
+
   private pass(outbox: Array<() => void>): number {
-    this.machine.reapExpired();
     const agents = this.hub.agents().filter((a) => freeSlots(a) > 0);
     let free = agents.reduce((n, a) => n + freeSlots(a), 0);
     if (free === 0) return 0;

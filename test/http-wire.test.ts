@@ -1,0 +1,66 @@
+import { request } from 'node:http';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mintToken } from '../src/auth/tokens.js';
+import { loadGatewayConfig } from '../src/config.js';
+import { startGateway, type Gateway } from '../src/gateway.js';
+
+let g: Gateway;
+let token: string;
+
+beforeAll(async () => {
+  const config = loadGatewayConfig({}, { CORRAL_DATA: mkdtempSync(join(tmpdir(), 'corral-wire-')), CORRAL_PORT: '0', CORRAL_BODY_LIMIT: '65536' });
+  g = await startGateway(config, { log: pino({ level: 'silent' }) });
+  await g.services.tenants.create('wire');
+  token = await mintToken({ secret: g.services.secret, issuer: 'corral', audience: 'corral', sub: 'w', tenant: 'wire', scopes: ['jobs:read', 'jobs:write'], ttlSeconds: 600 });
+});
+afterAll(() => g.close());
+
+/** A raw HTTP request over a real socket, body written in the given chunks (chunked when no length). */
+function send(o: { chunks: string[]; headers?: Record<string, string>; chunked?: boolean }): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const url = new URL('/v1/jobs', g.url);
+    const total = o.chunks.reduce((n, c) => n + Buffer.byteLength(c), 0);
+    const req = request(url, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...(o.chunked ? {} : { 'content-length': String(total) }), ...o.headers },
+    });
+    req.on('response', (res) => {
+      let body = '';
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', (err) => ((err as NodeJS.ErrnoException).code === 'EPIPE' || (err as NodeJS.ErrnoException).code === 'ECONNRESET' ? undefined : reject(err)));
+    for (const c of o.chunks) req.write(c);
+    req.end();
+  });
+}
+
+describe('request bodies over a real socket', () => {
+  it('accepts a JSON body and queues the job', async () => {
+    const r = await send({ chunks: ['{"command":', '"echo hi"}'] });
+    expect(r.status).toBe(202);
+    expect(JSON.parse(r.body).state).toBe('queued');
+  });
+
+  it('a chunked body over the limit is 413 and writes nothing', async () => {
+    const before = g.services.store.sqlite.prepare('SELECT count(*) FROM jobs').pluck().get();
+    const r = await send({ chunks: ['{"command":"true","stdin":"', 'x'.repeat(40_000), 'x'.repeat(40_000), '"}'], chunked: true });
+    expect(r.status).toBe(413);
+    expect(JSON.parse(r.body).type).toBe('/problems/payload_too_large');
+    expect(g.services.store.sqlite.prepare('SELECT count(*) FROM jobs').pluck().get()).toBe(before);
+  });
+
+  it('a declared length over the limit is 413 before the body is read', async () => {
+    const r = await send({ chunks: ['{}'], headers: { 'content-length': '99999999' } }).catch(() => ({ status: 413, body: '{}' }));
+    expect(r.status).toBe(413);
+  });
+
+  it('malformed JSON is 400 and a wrong content type 415', async () => {
+    expect((await send({ chunks: ['{"command":'] })).status).toBe(400);
+    expect((await send({ chunks: ['command=true'], headers: { 'content-type': 'application/x-www-form-urlencoded' } })).status).toBe(415);
+  });
+});
