@@ -12,7 +12,7 @@ const AgentConfigSchema = z.object({
   /** Blank, pre-warmed containers kept ready per image. */
   warm: z.coerce.number().int().min(0).max(256).default(2),
   /** A container is recycled after this many attempts. */
-  maxUses: z.coerce.number().int().min(1).default(100),
+  maxUses: z.coerce.number().int().min(1).default(500),
   /** An idle warm container is recycled after this many seconds. */
   idleTtl: z.coerce.number().int().min(1).default(300),
   /** Bytes a container may write to its root filesystem. */

@@ -48,6 +48,8 @@ export class Container {
   /** The executor's pid on the host (the container's init). */
   pid = 0;
   cgroup!: ContainerCgroup;
+  /** The limits last written to the cgroup: an attempt with the same limits writes nothing. */
+  applied: string | undefined;
   exec!: ExecClient;
 
   private constructor(

@@ -36,7 +36,7 @@ export class AgentHub extends EventEmitter<HubEvents> {
       verifier: TokenVerifier;
       log: Logger;
       heartbeatMs: number;
-      commit: <T>(fn: () => T) => Promise<T>;
+      commit: <T>(fn: () => T, o?: { durable?: boolean }) => Promise<T>;
     },
   ) {
     super();
@@ -90,7 +90,8 @@ export class AgentHub extends EventEmitter<HubEvents> {
         }
         const c = conn;
         // Frames from one turn of the event loop share one grouped commit (one fsync).
-        this.deps.commit(() => handleMessage({ ...this.deps, hub: this }, c, msg)).catch((err: unknown) =>
+        // Only a result must be on disk before anyone is told; starts, output and heartbeats ride along.
+        this.deps.commit(() => handleMessage({ ...this.deps, hub: this }, c, msg), { durable: msg.type === 'ended' }).catch((err: unknown) =>
           this.deps.log.error({ err, agent: c.id, type: msg.type }, 'agent message handler failed'),
         );
       } catch (err) {

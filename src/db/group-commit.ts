@@ -2,6 +2,7 @@ import type Database from 'better-sqlite3';
 
 interface Pending {
   fn: () => unknown;
+  durable: boolean;
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
 }
@@ -23,10 +24,23 @@ export class GroupCommit {
   ) {
     // Prepared once: exec() would compile these four statements again for every write.
     const p = (q: string) => sqlite.prepare(q);
-    this.stmt = { begin: p('BEGIN IMMEDIATE'), commit: p('COMMIT'), save: p('SAVEPOINT one'), release: p('RELEASE one'), undo: p('ROLLBACK TO one') };
+    this.stmt = {
+      begin: p('BEGIN IMMEDIATE'),
+      commit: p('COMMIT'),
+      save: p('SAVEPOINT one'),
+      release: p('RELEASE one'),
+      undo: p('ROLLBACK TO one'),
+      lazy: p('PRAGMA synchronous = NORMAL'),
+      strict: p(`PRAGMA synchronous = ${sqlite.pragma('synchronous', { simple: true }) === 2 ? 'FULL' : 'NORMAL'}`),
+    };
   }
 
-  run = <T>(fn: () => T): Promise<T> =>
+  /**
+   * Runs `fn` in the next group. `durable: false` marks a write that may be lost in a power cut
+   * without harm (an attempt's start time, output chunks): a group of only such writes commits
+   * without an fsync, and the next durable commit syncs them along with itself.
+   */
+  run = <T>(fn: () => T, o: { durable?: boolean } = {}): Promise<T> =>
     new Promise<T>((resolve, reject) => {
       if (!this.grouped) {
         try {
@@ -35,7 +49,7 @@ export class GroupCommit {
           return reject(err);
         }
       }
-      this.pending.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      this.pending.push({ fn, durable: o.durable ?? true, resolve: resolve as (v: unknown) => void, reject });
       if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => this.flush());
@@ -51,6 +65,8 @@ export class GroupCommit {
     const db = this.sqlite;
     try {
       const st = this.stmt;
+      const lazy = !batch.some((p) => p.durable);
+      if (lazy) st.lazy.run();
       st.begin.run();
       for (const p of batch) {
         st.save.run();
@@ -64,8 +80,10 @@ export class GroupCommit {
         }
       }
       st.commit.run();
+      if (lazy) st.strict.run();
     } catch (err) {
       if (db.inTransaction) db.exec('ROLLBACK');
+      this.stmt.strict.run();
       // The commit itself failed (disk full, I/O error): nothing in the batch is durable.
       for (const p of batch) p.reject(err);
       return;

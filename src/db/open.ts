@@ -12,7 +12,7 @@ export type Db = BetterSQLite3Database<typeof schema>;
 export interface Store {
   sqlite: Database.Database;
   db: Db;
-  /** Runs `fn` inside the next grouped, fsynced commit; resolves once it is on disk. */
+  /** Runs `fn` inside the next grouped commit; resolves once it is on disk (see GroupCommit.run). */
   commit: GroupCommit['run'];
   close(): void;
 }

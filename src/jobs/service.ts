@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { and, asc, desc, eq, lt } from 'drizzle-orm';
+import { and, asc, desc, eq, lt, sql } from 'drizzle-orm';
 import type { Store } from '../db/open.js';
 import { attempts, idempotencyKeys, jobs } from '../db/schema/index.js';
 import { Conflict, NotFound, Unprocessable } from '../errors/domain.js';
@@ -42,6 +42,8 @@ function canonical(v: unknown): string {
 /** Submitting, finding, cancelling and deleting a tenant's jobs. */
 export class JobService {
   private readonly inFlight = new Set<string>();
+  /** Prepared once: building a Drizzle query per call cost more than running it (bench/invoke.ts). */
+  private readonly q;
 
   constructor(
     private readonly store: Store,
@@ -49,7 +51,15 @@ export class JobService {
     private readonly tenants: TenantService,
     private readonly admission: Admission,
     private readonly defaultImage: string,
-  ) {}
+  ) {
+    const db = store.db;
+    const p = (name: string) => sql.placeholder(name);
+    this.q = {
+      byId: db.select().from(jobs).where(and(eq(jobs.id, p('id')), eq(jobs.tenant, p('tenant')))).prepare(),
+      byName: db.select().from(jobs).where(and(eq(jobs.tenant, p('tenant')), eq(jobs.name, p('name')))).prepare(),
+      attempts: db.select().from(attempts).where(eq(attempts.jobId, p('id'))).orderBy(asc(attempts.n)).prepare(),
+    };
+  }
 
   /**
    * Admits and durably queues a job. Resolves once it is committed (fsynced) — a 202 after this
@@ -76,7 +86,7 @@ export class JobService {
       const spec = this.admission.admit(tenant, toSpec(req, { image: this.defaultImage, ...quota }), quota, now);
       const id = newJobId(now);
       await this.store.commit(() => {
-        if (req.name !== undefined && this.store.db.select({ id: jobs.id }).from(jobs).where(and(eq(jobs.tenant, tenant), eq(jobs.name, req.name))).get()) {
+        if (req.name !== undefined && this.q.byName.get({ tenant, name: req.name })) {
           throw new Conflict(`a job named "${req.name}" already exists`, 'name');
         }
         this.machine.enqueue({ id, tenant, name: req.name ?? null, image: spec.image, spec: JSON.stringify(spec), retries: spec.retries, createdAt: now });
@@ -126,20 +136,20 @@ export class JobService {
   }
 
   row(tenant: string, id: string): JobRow {
-    const row = this.store.db.select().from(jobs).where(and(eq(jobs.id, id), eq(jobs.tenant, tenant))).get();
+    const row = this.q.byId.get({ id, tenant });
     if (!row) throw new NotFound(`job ${id} not found`, 'id');
     return row;
   }
 
   rowByIdOrName(tenant: string, idOrName: string): JobRow {
     if (JOB_ID.test(idOrName)) return this.row(tenant, idOrName);
-    const row = this.store.db.select().from(jobs).where(and(eq(jobs.tenant, tenant), eq(jobs.name, idOrName))).get();
+    const row = this.q.byName.get({ tenant, name: idOrName });
     if (!row) throw new NotFound(`job ${idOrName} not found`, 'idOrName');
     return row;
   }
 
   private view(row: JobRow): JobView {
-    const list = this.store.db.select().from(attempts).where(eq(attempts.jobId, row.id)).orderBy(asc(attempts.n)).all();
+    const list = this.q.attempts.all({ id: row.id });
     return toJobView(row, list);
   }
 
