@@ -31,6 +31,11 @@ const GatewayConfigSchema = z.object({
     .transform((v) => v === 'true' || v === '1'),
   /** How long an attempt's lease lasts without a heartbeat, in ms. */
   leaseMs: z.coerce.number().int().positive().default(15_000),
+  /** Let callbacks reach loopback and private addresses (off: a tenant could probe the gateway's network). */
+  callbackPrivate: z
+    .enum(['true', 'false', '1', '0'])
+    .default('false')
+    .transform((v) => v === 'true' || v === '1'),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Base URL printed in trigger and console links. */
   publicUrl: z.string().url().optional(),
@@ -53,6 +58,7 @@ const ENV_KEYS: Record<keyof z.input<typeof GatewayConfigSchema>, string> = {
   sync: 'CORRAL_SYNC',
   groupCommit: 'CORRAL_GROUP_COMMIT',
   leaseMs: 'CORRAL_LEASE_MS',
+  callbackPrivate: 'CORRAL_CALLBACK_PRIVATE',
   logLevel: 'CORRAL_LOG_LEVEL',
   publicUrl: 'CORRAL_PUBLIC_URL',
 };

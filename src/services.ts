@@ -8,6 +8,7 @@ import { ImageRegistry } from './images/registry.js';
 import { Admission } from './jobs/admission.js';
 import { JobService } from './jobs/service.js';
 import { JobWaiters } from './jobs/waiters.js';
+import { Callbacks } from './jobs/callbacks.js';
 import { Metrics } from './metrics/metrics.js';
 import { OutputStore } from './output/store.js';
 import { JobMachine, type Clock } from './queue/machine.js';
@@ -32,6 +33,7 @@ export interface Services {
   hub: AgentHub;
   scheduler: Scheduler;
   metrics: Metrics;
+  callbacks: Callbacks;
 }
 
 export interface BuildOptions {
@@ -59,5 +61,6 @@ export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Serv
   const metrics = new Metrics(store.sqlite, { agents: () => hub?.count() ?? 0, defaultMetrics: true });
   hub = new AgentHub({ machine, output, images, metrics, log, verifier, heartbeatMs: Math.max(500, Math.floor(config.leaseMs / 3)), commit: store.commit });
   const scheduler = new Scheduler(store.sqlite, machine, hub, tenants, log);
-  return { config, log, store, secret, verifier, machine, output, tenants, images, admission, jobs, waiters, hub, scheduler, metrics };
+  const callbacks = new Callbacks(machine, jobs, { allowPrivate: config.callbackPrivate, log });
+  return { config, log, store, secret, verifier, machine, output, tenants, images, admission, jobs, waiters, hub, scheduler, metrics, callbacks };
 }

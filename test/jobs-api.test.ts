@@ -267,3 +267,47 @@ describe('quotas', () => {
     expect(u).toMatchObject({ tenant: 'acme', queued: 1, running: 0, quota: { maxConcurrent: 10 } });
   });
 });
+
+describe('callbackUrl', () => {
+  it('POSTs the finished job to the callback URL when it ends', async () => {
+    const { createServer } = await import('node:http');
+    const received: Array<{ headers: Record<string, unknown>; body: { id: string; state: string } }> = [];
+    const server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (d) => (body += d));
+      req.on('end', () => {
+        received.push({ headers: req.headers, body: JSON.parse(body) });
+        res.end('ok');
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const port = (server.address() as { port: number }).port;
+    const open = await testGateway({ CORRAL_CALLBACK_PRIVATE: 'true' });
+    try {
+      const t = await open.tenant('cb');
+      const job = await (await open.req('POST', '/v1/jobs', { token: t, body: { command: 'true', callbackUrl: `http://127.0.0.1:${port}/done` } })).json();
+      const c = open.s.machine.claim(job.id, 'a1')!;
+      open.s.machine.finish(job.id, c.fence, { exitCode: 0, signal: null, reason: 'exit' });
+      await open.s.callbacks.settle();
+      expect(received).toHaveLength(1);
+      expect(received[0]!.body).toMatchObject({ id: job.id, state: 'succeeded' });
+      expect(received[0]!.headers['webhook-id']).toBe(job.id);
+    } finally {
+      open.close();
+      server.close();
+    }
+  });
+
+  it('refuses to call loopback or private addresses by default', async () => {
+    const calls: string[] = [];
+    const job = await (await submit({ command: 'true', callbackUrl: 'http://127.0.0.1:9/x' })).json();
+    (g.s.callbacks as unknown as { o: { fetch: typeof fetch } }).o.fetch = (async (u: string) => {
+      calls.push(u);
+      return new Response('ok');
+    }) as unknown as typeof fetch;
+    const c = g.s.machine.claim(job.id, 'a1')!;
+    g.s.machine.finish(job.id, c.fence, { exitCode: 0, signal: null, reason: 'exit' });
+    await g.s.callbacks.settle();
+    expect(calls).toEqual([]);
+  });
+});
