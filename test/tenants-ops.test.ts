@@ -74,6 +74,9 @@ describe('operations', () => {
     const docs = await g.req('GET', '/docs');
     expect(docs.status).toBe(200);
     expect(await docs.text()).toMatch(/openapi\.json/);
+    const bundle = await g.req('GET', '/docs/swagger-ui-bundle.js');
+    expect(bundle.status).toBe(200);
+    expect((await bundle.text()).length).toBeGreaterThan(100_000);
   });
 
   it('every error is problem+json with a request id', async () => {

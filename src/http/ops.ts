@@ -1,5 +1,5 @@
 import { timingSafeEqual } from 'node:crypto';
-import { swaggerUI } from '@hono/swagger-ui';
+import { docsRoutes } from './docs.js';
 import type { Hono } from 'hono';
 import type { AppEnv } from './env.js';
 import { ApiError } from './errors.js';
@@ -12,7 +12,7 @@ function sameSecret(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-/** Health, metrics and API docs. */
+/** Health, metrics and the API docs page. */
 export function opsRoutes(app: Hono<AppEnv>, s: Services): void {
   app.get('/healthz', (c) => c.json({ ok: true, agents: s.hub.count() }));
 
@@ -33,5 +33,5 @@ export function opsRoutes(app: Hono<AppEnv>, s: Services): void {
     return c.body(await s.metrics.registry.metrics(), 200, { 'content-type': s.metrics.registry.contentType });
   });
 
-  app.get('/docs', swaggerUI({ url: '/openapi.json' }));
+  docsRoutes(app);
 }
