@@ -43,6 +43,20 @@ describe('agents', () => {
     for (let i = 1; i < spans.length; i++) expect(spans[i]![0]).toBeGreaterThanOrEqual(spans[i - 1]![1]);
   });
 
+  it('recycles a container after maxUses and an idle one after its TTL', async () => {
+    cluster = await startCluster({ agents: [] });
+    const agent = await cluster.addAgent('ttl', { 'max-uses': '2', 'idle-ttl': '1' });
+    const t = await cluster.tenant('cycler');
+    const containers: string[] = [];
+    for (let i = 0; i < 3; i++) containers.push((await t.submit({ command: 'true' }, 30)).job.attempts[0]!.container!);
+    expect(containers[1]).toBe(containers[0]);
+    expect(containers[2]).not.toBe(containers[0]);
+    expect(agent.pool.summary().warm).toEqual([{ tenant: 'cycler', image: 'busybox', idle: 1 }]);
+    await until(() => agent.pool.summary().warm.length === 0, 5000, 100);
+    const next = await t.submit({ command: 'true' }, 30);
+    expect(containers).not.toContain(next.job.attempts[0]!.container);
+  });
+
   it('kill -9 of an agent mid-job: the job finishes on the other agent without using a retry', async () => {
     cluster = await startCluster({ agents: [] });
     const victim = await startCli(

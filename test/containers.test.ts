@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lxcLs } from '../agent/lxc/lxc.js';
 import { startCluster, until, type Client, type Cluster } from './helpers/cluster.js';
+import { runCli } from './helpers/process.js';
 
 let cluster: Cluster;
 let acme: Client;
@@ -121,6 +122,23 @@ describe('jobs run in real LXC containers', () => {
     const container = r.job.attempts[0]!.container!;
     const file = join('/var/lib/lxc', container, 'overlay', 'delta', 'root', 'owned');
     expect(statSync(file).uid).toBe(1_000_000);
+  });
+
+  it('bounds what a job can write to its container', async () => {
+    const r = await acme.submit({ command: 'dd if=/dev/zero of=/big bs=1M count=400 2>&1; rm -f /big', memory: '900M', fresh: true }, 60);
+    expect(await acme.output(r.job.id)).toMatch(/No space left on device/);
+  });
+
+  it('corral run streams the output and exits with the job’s exit code', async () => {
+    const r = await runCli(['run', '--url', cluster.url, '--token', acme.token, '--', 'echo to-out; echo to-err >&2; exit 3']);
+    expect(r.code).toBe(3);
+    expect(r.stdout).toBe('to-out\n');
+    expect(r.stderr).toMatch(/to-err/);
+    const ok = await runCli(['run', '--url', cluster.url, '--token', acme.token, '--', '/bin/echo', 'two words']);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toBe('two words\n');
+    const timeout = await runCli(['run', '--url', cluster.url, '--token', acme.token, '--timeout', '1', '--', 'sleep 30']);
+    expect(timeout.code).toBe(124);
   });
 
   it('has no network interface but lo', async () => {

@@ -149,3 +149,27 @@ describe('database', () => {
     new Database(dir).close();
   });
 });
+
+describe('group commit', () => {
+  it('keeps FULL sync after grouped commits, durable or not', async () => {
+    const file = `/tmp/corral-gc-${process.pid}.db`;
+    const s = openStore(file);
+    await s.commit(() => s.sqlite.prepare(`INSERT INTO tenants (id, quota, created_at) VALUES ('a', '{}', 1)`).run(), { durable: false });
+    expect(s.sqlite.pragma('synchronous', { simple: true })).toBe(2);
+    await s.commit(() => s.sqlite.prepare(`INSERT INTO tenants (id, quota, created_at) VALUES ('b', '{}', 1)`).run());
+    expect(s.sqlite.pragma('synchronous', { simple: true })).toBe(2);
+    s.close();
+  });
+
+  it('rolls back only the write that failed', async () => {
+    const s = openStore(':memory:');
+    const ok = s.commit(() => s.sqlite.prepare(`INSERT INTO tenants (id, quota, created_at) VALUES ('a', '{}', 1)`).run());
+    const bad = s.commit(() => {
+      s.sqlite.prepare(`INSERT INTO tenants (id, quota, created_at) VALUES ('b', '{}', 1)`).run();
+      throw new Error('no');
+    });
+    await ok;
+    await expect(bad).rejects.toThrow('no');
+    expect(s.sqlite.prepare('SELECT id FROM tenants').pluck().all()).toEqual(['a']);
+  });
+});

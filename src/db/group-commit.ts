@@ -22,16 +22,18 @@ export class GroupCommit {
     /** false: every write is its own transaction and fsync (the baseline bench/submit.ts compares). */
     private readonly grouped = true,
   ) {
-    // Prepared once: exec() would compile these four statements again for every write.
+    // Prepared once: exec() would compile these statements again for every write. PRAGMAs are
+    // not prepared: SQLite runs some of them while compiling, so preparing one would apply it.
     const p = (q: string) => sqlite.prepare(q);
+    const level = sqlite.pragma('synchronous', { simple: true }) === 2 ? 'FULL' : 'NORMAL';
     this.stmt = {
       begin: p('BEGIN IMMEDIATE'),
       commit: p('COMMIT'),
       save: p('SAVEPOINT one'),
       release: p('RELEASE one'),
       undo: p('ROLLBACK TO one'),
-      lazy: p('PRAGMA synchronous = NORMAL'),
-      strict: p(`PRAGMA synchronous = ${sqlite.pragma('synchronous', { simple: true }) === 2 ? 'FULL' : 'NORMAL'}`),
+      lazy: { run: () => sqlite.pragma('synchronous = NORMAL') },
+      strict: { run: () => sqlite.pragma(`synchronous = ${level}`) },
     };
   }
 
