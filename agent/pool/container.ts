@@ -24,15 +24,16 @@ export const containerPrefix = (agent: string) => `${CONTAINER_PREFIX}${agent.sl
 export async function destroyLeftovers(env: ContainerEnv): Promise<number> {
   const prefix = containerPrefix(env.agent);
   const names = (await lxcLs(env.lxcPath).catch(() => [] as string[])).filter((n) => n.startsWith(prefix));
-  await Promise.all(
-    names.map(async (name) => {
-      await execTool('lxc-stop', ['-P', env.lxcPath, '-n', name, '-k'], 30_000).catch(() => undefined);
-      await execTool('umount', ['-l', join(env.lxcPath, name, 'overlay')]).catch(() => undefined);
-      rmSync(join(env.lxcPath, name), { recursive: true, force: true });
-      rmSync(join(env.runDir, name), { recursive: true, force: true });
-    }),
-  );
+  await Promise.all(names.map((name) => removeContainer(env, name)));
   return names.length;
+}
+
+/** Stops a container, killing everything in it, and removes every trace of it. */
+async function removeContainer(env: Pick<ContainerEnv, 'lxcPath' | 'runDir'>, name: string): Promise<void> {
+  await execTool('lxc-stop', ['-P', env.lxcPath, '-n', name, '-k'], 30_000).catch(() => undefined);
+  await execTool('umount', ['-l', join(env.lxcPath, name, 'overlay')]).catch(() => undefined);
+  rmSync(join(env.lxcPath, name), { recursive: true, force: true });
+  rmSync(join(env.runDir, name), { recursive: true, force: true });
 }
 
 /**
@@ -117,9 +118,6 @@ export class Container {
   /** Stops the container, killing everything in it, and removes every trace of it. */
   async destroy(): Promise<void> {
     this.exec?.close();
-    await execTool('lxc-stop', ['-P', this.env.lxcPath, '-n', this.name, '-k'], 30_000).catch(() => undefined);
-    await execTool('umount', ['-l', join(this.dir, 'overlay')]).catch(() => undefined);
-    rmSync(this.dir, { recursive: true, force: true });
-    rmSync(this.sockDir, { recursive: true, force: true });
+    await removeContainer(this.env, this.name);
   }
 }
