@@ -1,4 +1,3 @@
-import { mkdirSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
 import { PROTOCOL_VERSION, type GatewayMessage } from '../src/protocol/messages.js';
 import { hostCapacity, type AgentConfig } from './config.js';
@@ -22,14 +21,13 @@ export interface Agent {
  * gateway, and runs what it is sent until stopped.
  */
 export async function startAgent(config: AgentConfig, log: Logger = pino({ level: config.logLevel, base: { svc: 'agent', agent: config.name } })): Promise<Agent> {
-  mkdirSync(config.runDir, { recursive: true, mode: 0o755 });
   const executor = await ensureExecutor(config.stateDir);
   const found = await listImages(config);
   const images = config.images.length ? config.images.filter((i) => found.includes(i)) : found;
   for (const i of config.images) if (!found.includes(i)) log.warn({ image: i }, 'image not found on this node; build it with corral image build');
   if (images.length === 0) log.warn('no images on this node: run "corral image build busybox"');
 
-  const env = { agent: config.name, lxcPath: config.lxcPath, runDir: config.runDir, executor, idmapBase: config.idmapBase, diskBytes: config.disk };
+  const env = { agent: config.name, lxcPath: config.lxcPath, executor, idmapBase: config.idmapBase, diskBytes: config.disk };
   const leftovers = await destroyLeftovers(env);
   if (leftovers) log.warn({ count: leftovers }, 'destroyed containers left by a previous run');
   const pool = new Pool({

@@ -29,8 +29,6 @@ const AgentConfigSchema = z.object({
   lxcPath: z.string().default('/var/lib/lxc'),
   /** Where the agent keeps its executor binary. */
   stateDir: z.string().default('/var/lib/corral'),
-  /** Where per-container sockets live. */
-  runDir: z.string().default('/run/corral'),
   /** First host uid/gid that container root maps to (see /etc/subuid). */
   idmapBase: z.coerce.number().int().min(1).default(1_000_000),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -52,7 +50,6 @@ const ENV_KEYS: Record<keyof z.input<typeof AgentConfigSchema>, string> = {
   images: 'CORRAL_AGENT_IMAGES',
   lxcPath: 'CORRAL_LXC_PATH',
   stateDir: 'CORRAL_STATE_DIR',
-  runDir: 'CORRAL_RUN_DIR',
   idmapBase: 'CORRAL_IDMAP_BASE',
   logLevel: 'CORRAL_LOG_LEVEL',
 };

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -13,6 +14,9 @@ export async function execTool(tool: string, args: string[], timeoutMs = 60_000)
     throw new Error(`${tool} ${args.join(' ')} failed: ${(e.stderr || e.message).trim()}`);
   }
 }
+
+/** LXC's own denylist (kexec, module loading, open_by_handle_at, forced umount …). */
+const SECCOMP = '/usr/share/lxc/config/common.seccomp';
 
 export const IMAGE_PREFIX = 'corral-img-';
 export const CONTAINER_PREFIX = 'corral-run-';
@@ -29,7 +33,7 @@ export interface ContainerConfig {
   upperDir: string;
   idmapBase: number;
   executor: string;
-  runDir: string;
+  sockDir: string;
   network: boolean;
 }
 
@@ -51,9 +55,10 @@ export function containerConfig(c: ContainerConfig): string {
     'lxc.pty.max = 16',
     'lxc.console.path = none',
     'lxc.cap.drop = sys_module mac_admin mac_override sys_time sys_rawio sys_boot',
+    ...(existsSync(SECCOMP) ? [`lxc.seccomp.profile = ${SECCOMP}`] : []),
     'lxc.mount.auto = proc:mixed sys:ro cgroup:mixed',
     `lxc.mount.entry = ${c.executor} .corral/bin/corral-exec none ro,bind,create=file 0 0`,
-    `lxc.mount.entry = ${c.runDir} .corral/run none rw,bind,create=dir 0 0`,
+    `lxc.mount.entry = ${c.sockDir} .corral/run none rw,bind,create=dir 0 0`,
     'lxc.init.cmd = /.corral/bin/corral-exec /.corral/run/exec.sock',
     'lxc.signal.halt = SIGTERM',
     '',

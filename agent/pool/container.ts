@@ -9,7 +9,6 @@ export interface ContainerEnv {
   /** The agent's name: part of every container name, so an agent can find its own leftovers. */
   agent: string;
   lxcPath: string;
-  runDir: string;
   executor: string;
   idmapBase: number;
   diskBytes: number;
@@ -29,11 +28,10 @@ export async function destroyLeftovers(env: ContainerEnv): Promise<number> {
 }
 
 /** Stops a container, killing everything in it, and removes every trace of it. */
-async function removeContainer(env: Pick<ContainerEnv, 'lxcPath' | 'runDir'>, name: string): Promise<void> {
+async function removeContainer(env: Pick<ContainerEnv, 'lxcPath'>, name: string): Promise<void> {
   await execTool('lxc-stop', ['-P', env.lxcPath, '-n', name, '-k'], 30_000).catch(() => undefined);
   await execTool('umount', ['-l', join(env.lxcPath, name, 'overlay')]).catch(() => undefined);
   rmSync(join(env.lxcPath, name), { recursive: true, force: true });
-  rmSync(join(env.runDir, name), { recursive: true, force: true });
 }
 
 /**
@@ -63,8 +61,9 @@ export class Container {
   private get dir() {
     return join(this.env.lxcPath, this.name);
   }
+  /** The executor's socket directory: inside the size-capped tmpfs, so a job cannot fill the host through it. */
   private get sockDir() {
-    return join(this.env.runDir, this.name);
+    return join(this.dir, 'overlay', 'run');
   }
 
   /** Creates and starts a container of `image`; resolves when its executor answers. */
@@ -95,11 +94,11 @@ export class Container {
     // Like lxc-copy: the container's directory belongs to its root, who mounts the overlay inside it.
     mkdirSync(overlay, { recursive: true, mode: 0o770 });
     chownSync(this.dir, id, id);
-    mkdirSync(this.sockDir, { recursive: true, mode: 0o700 });
-    chownSync(this.sockDir, id, id);
     await execTool('mount', ['-t', 'tmpfs', '-o', `size=${this.env.diskBytes},mode=0755,uid=${id},gid=${id}`, `corral-${this.name}`, overlay]);
-    mkdirSync(join(overlay, 'delta'), { mode: 0o755 });
-    chownSync(join(overlay, 'delta'), id, id);
+    for (const [sub, mode] of [['delta', 0o755], ['run', 0o700]] as const) {
+      mkdirSync(join(overlay, sub), { mode });
+      chownSync(join(overlay, sub), id, id);
+    }
     writeFileSync(
       join(this.dir, 'config'),
       containerConfig({
@@ -109,7 +108,7 @@ export class Container {
         upperDir: join(overlay, 'delta'),
         idmapBase: id,
         executor: this.env.executor,
-        runDir: this.sockDir,
+        sockDir: this.sockDir,
         network: false,
       }),
     );
