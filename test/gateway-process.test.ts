@@ -86,3 +86,21 @@ describe('the corral gateway process', () => {
     expect((await runCli(['token', '--help'])).stdout).toMatch(/--tenant/);
   });
 });
+
+describe('corral up (the README’s first command)', () => {
+  it('starts a gateway with a local agent; corral run runs a first job; stopping leaves no container', async () => {
+    const { lxcLs } = await import('../agent/lxc/lxc.js');
+    const data = mkdtempSync(join(tmpdir(), 'corral-up-'));
+    const port = await freePort();
+    const up = await startCli(['up', '--data', data, '--port', String(port), '--warm', '1', '--name', 'uptest'], { CORRAL_LOG_LEVEL: 'warn' }, /API reference/, 120_000);
+    try {
+      expect(up.output()).toMatch(/corral run -- echo hello/);
+      const r = await runCli(['run', '--data', data, '--url', `http://127.0.0.1:${port}`, '--', 'echo hello from a container']);
+      expect(r.stdout).toBe('hello from a container\n');
+      expect(r.code).toBe(0);
+    } finally {
+      await killed(up.child, 'SIGTERM');
+    }
+    expect((await lxcLs('/var/lib/lxc')).filter((n) => n.startsWith('corral-run-uptest-'))).toEqual([]);
+  });
+});

@@ -26,9 +26,9 @@ export function createApp(s: Services) {
     await next();
     const seconds = (performance.now() - started) / 1000;
     s.metrics.httpDuration.observe({ method: c.req.method, route: routePath(c) ?? 'unmatched', status: String(c.res.status) }, seconds);
-    if (c.res.status >= 500 || s.config.logLevel === 'debug') {
-      s.log.info({ requestId: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms: +(seconds * 1000).toFixed(2) }, 'request');
-    }
+    const line = { requestId: c.get('requestId'), method: c.req.method, path: c.req.path, status: c.res.status, ms: +(seconds * 1000).toFixed(2), tenant: c.get('principal')?.tenant };
+    if (c.res.status >= 500) s.log.error(line, 'request failed');
+    else s.log.info(line, 'request');
   });
   app.use('*', cappedBody(s.config.bodyLimit));
   app.use('/v1/*', async function jsonOnly(c, next) {
