@@ -94,7 +94,7 @@ describe('corral up (the README’s first command)', () => {
     const port = await freePort();
     const up = await startCli(['up', '--data', data, '--port', String(port), '--warm', '1', '--name', 'uptest'], { CORRAL_LOG_LEVEL: 'warn' }, /API reference/, 120_000);
     try {
-      expect(up.output()).toMatch(/corral run -- echo hello/);
+      expect(up.output()).toMatch(/corral -- run -- echo hello/);
       const r = await runCli(['run', '--data', data, '--url', `http://127.0.0.1:${port}`, '--', 'echo hello from a container']);
       expect(r.stdout).toBe('hello from a container\n');
       expect(r.code).toBe(0);
