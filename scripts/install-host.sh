@@ -9,7 +9,9 @@ command -v lxc-start >/dev/null || need+=(lxc)
 [ -x /bin/busybox ] && ldd /bin/busybox 2>&1 | grep -q 'not a dynamic' || need+=(busybox-static)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v newuidmap >/dev/null || need+=(uidmap)
-command -v gcc >/dev/null || need+=(gcc libc6-dev)
+# The container executor is a static C binary built on the node: gcc and a static libc.
+command -v gcc >/dev/null || need+=(gcc)
+[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -f /usr/lib/aarch64-linux-gnu/libc.a ] || need+=(libc6-dev)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
