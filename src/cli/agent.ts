@@ -14,4 +14,6 @@ export async function agentCommand(args: Args): Promise<void> {
   onlyFlags(args.flags, AGENT_FLAGS);
   const agent = await startAgent(loadAgentConfig(args.flags));
   stopOnSignals(() => agent.stop());
+  // Started by `corral up`: stop with the parent, even if it was killed.
+  if (process.send) process.once('disconnect', () => void agent.stop().then(() => process.exit(0)));
 }

@@ -1,7 +1,7 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AGENT_FLAGS, loadAgentConfig } from '../../agent/config.js';
-import { startAgent } from '../../agent/agent.js';
+import { fork } from 'node:child_process';
 import { buildBusybox, listImages } from '../../agent/lxc/images.js';
 import { mintToken } from '../auth/tokens.js';
 import { GATEWAY_FLAGS, loadGatewayConfig } from '../config.js';
@@ -31,17 +31,32 @@ export async function upCommand(args: Args): Promise<void> {
   const s = gateway.services;
   const sign = (o: { sub: string; tenant?: string; scopes: Parameters<typeof mintToken>[0]['scopes'] }) =>
     mintToken({ secret: s.secret, issuer: config.jwtIssuer, audience: config.jwtAudience, ttlSeconds: TOKEN_TTL, ...o });
-  const agentFlags = Object.fromEntries(Object.entries(args.flags).filter(([k]) => !GATEWAY_FLAGS.includes(k) && k !== 'data'));
+  const agentFlags = Object.entries(args.flags)
+    .filter(([k]) => !GATEWAY_FLAGS.includes(k) && k !== 'data' && k !== 'name')
+    .flatMap(([k, v]) => [`--${k}`, String(v)]);
   const port = (gateway.server.address() as { port: number }).port;
-  const agent = await startAgent(
-    loadAgentConfig({
-      ...agentFlags,
-      gateway: `ws://127.0.0.1:${port}`,
-      token: await sign({ sub: 'local-agent', scopes: ['agent'] }),
-      name: typeof args.flags.name === 'string' ? args.flags.name : 'local',
-      'log-level': config.logLevel,
-    }),
-  );
+  const name = typeof args.flags.name === 'string' ? args.flags.name : 'local';
+  // The agent runs as a child process: it gets the second core instead of sharing the gateway's
+  // event loop (measured in bench/invoke.ts), and it stops when this process goes away.
+  const agent = fork(process.argv[1]!, ['agent', '--name', name, ...agentFlags], {
+    env: {
+      ...process.env,
+      CORRAL_GATEWAY: `ws://127.0.0.1:${port}`,
+      CORRAL_AGENT_TOKEN: await sign({ sub: 'local-agent', scopes: ['agent'] }),
+      CORRAL_LOG_LEVEL: config.logLevel,
+    },
+    stdio: 'inherit',
+  });
+  const agentExited = new Promise<number | null>((resolve) => agent.once('exit', (code) => resolve(code)));
+  const connected = new Promise<void>((resolve) => {
+    const check = () => (s.hub.agents().some((a) => a.id === name) ? resolve() : setTimeout(check, 20));
+    check();
+  });
+  if ((await Promise.race([connected.then(() => 'ok'), agentExited])) !== 'ok') {
+    await gateway.close();
+    throw new Error('the local agent could not start (see its log above)');
+  }
+  const images = s.hub.agents().find((a) => a.id === name)!.images;
 
   const tokenFile = join(config.dataDir, 'default.token');
   if (!s.tenants.exists('default')) await s.tenants.create('default');
@@ -52,7 +67,7 @@ export async function upCommand(args: Args): Promise<void> {
   process.stderr.write(
     [
       '',
-      `corral is up at ${url} with a local agent and ${agent.images.join(', ') || 'no'} image(s).`,
+      `corral is up at ${url} with a local agent and ${images.join(', ') || 'no'} image(s).`,
       '',
       'Run a first job (in another terminal, from this directory):',
       `  npm run -s corral -- run -- echo hello from a container`,
@@ -63,8 +78,16 @@ export async function upCommand(args: Args): Promise<void> {
       '',
     ].join('\n'),
   );
+  let stopping = false;
+  void agentExited.then((code) => {
+    if (stopping) return;
+    process.stderr.write(`corral: the local agent exited (${code}); stopping\n`);
+    void gateway.close().then(() => process.exit(1));
+  });
   stopOnSignals(async () => {
-    await agent.stop();
+    stopping = true;
+    agent.kill('SIGTERM');
+    await agentExited;
     await gateway.close();
   });
 }
