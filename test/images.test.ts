@@ -43,6 +43,7 @@ describe('images', () => {
     const r = await runCli(['image', 'import', `${name}-x`, join(dir, 'x.tar')]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/no \/bin\/sh/);
+    rmSync(dir, { recursive: true, force: true });
     expect(await listImages(host)).not.toContain(`${name}-x`);
   });
 

@@ -1,4 +1,4 @@
-import { existsSync, lstatSync, lchownSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, lchownSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execTool, IMAGE_PREFIX, lxcLs } from './lxc.js';
 
@@ -72,37 +72,40 @@ export function debianMirror(): string {
   return 'http://deb.debian.org/debian';
 }
 
-/** debian (bookworm, minbase) by debootstrap from the machine's configured mirror. */
-export async function buildDebian(h: ImageHost, name = 'debian', suite = 'bookworm'): Promise<void> {
+/**
+ * Fills a root filesystem in a hidden staging folder and moves it into place only when it is
+ * complete, so an agent listing images never sees (and never runs jobs on) a half-built one.
+ */
+async function stageImage(h: ImageHost, name: string, fill: (rootfs: string) => Promise<void>): Promise<void> {
   checkName(name);
   const dir = join(h.lxcPath, IMAGE_PREFIX + name);
   if (existsSync(dir)) throw new Error(`image ${name} already exists`);
-  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const staging = join(h.lxcPath, `.staging-${name}-${process.pid}`);
+  mkdirSync(join(staging, 'rootfs'), { recursive: true, mode: 0o755 });
   try {
-    await execTool('debootstrap', ['--variant=minbase', suite, join(dir, 'rootfs'), debianMirror()], 1_800_000);
-    shiftOwners(join(dir, 'rootfs'), h.idmapBase);
+    await fill(join(staging, 'rootfs'));
+    if (!existsSync(join(staging, 'rootfs', 'bin', 'sh'))) throw new Error('the result has no /bin/sh: is it a root filesystem?');
+    shiftOwners(join(staging, 'rootfs'), h.idmapBase);
+    renameSync(staging, dir);
     writeImageConfig(h, name);
   } catch (err) {
-    rmSync(dir, { recursive: true, force: true });
+    rmSync(staging, { recursive: true, force: true });
     throw err;
   }
 }
 
+/** debian (bookworm, minbase) by debootstrap from the machine's configured mirror. */
+export function buildDebian(h: ImageHost, name = 'debian', suite = 'bookworm'): Promise<void> {
+  return stageImage(h, name, async (rootfs) => {
+    await execTool('debootstrap', ['--variant=minbase', suite, rootfs, debianMirror()], 1_800_000);
+  });
+}
+
 /** An image from a root filesystem tarball (as `docker export` or `tar -C rootfs -c .` make). */
-export async function importImage(h: ImageHost, name: string, tarball: string): Promise<void> {
-  checkName(name);
-  const dir = join(h.lxcPath, IMAGE_PREFIX + name);
-  if (existsSync(dir)) throw new Error(`image ${name} already exists`);
-  mkdirSync(join(dir, 'rootfs'), { recursive: true, mode: 0o755 });
-  try {
-    await execTool('tar', ['-xpf', tarball, '-C', join(dir, 'rootfs'), '--numeric-owner'], 1_800_000);
-    if (!existsSync(join(dir, 'rootfs', 'bin', 'sh'))) throw new Error('the tarball has no /bin/sh: is it a root filesystem?');
-    shiftOwners(join(dir, 'rootfs'), h.idmapBase);
-    writeImageConfig(h, name);
-  } catch (err) {
-    rmSync(dir, { recursive: true, force: true });
-    throw err;
-  }
+export function importImage(h: ImageHost, name: string, tarball: string): Promise<void> {
+  return stageImage(h, name, async (rootfs) => {
+    await execTool('tar', ['-xpf', tarball, '-C', rootfs, '--numeric-owner'], 1_800_000);
+  });
 }
 
 export async function removeImage(h: ImageHost, name: string): Promise<void> {

@@ -58,7 +58,7 @@ export async function startCluster(o: { agents?: string[]; agentFlags?: Record<s
     agentToken,
     async addAgent(name, flags = {}) {
       const agent = await startAgent(
-        loadAgentConfig({ gateway: url.replace('http', 'ws'), token: agentToken, name, slots: '4', warm: '1', 'kill-grace-ms': '500', ...o.agentFlags, ...flags }, {}),
+        loadAgentConfig({ gateway: url.replace('http', 'ws'), token: agentToken, name, slots: '4', warm: '1', 'kill-grace-ms': '500', images: 'busybox', ...o.agentFlags, ...flags }, {}),
         quiet,
       );
       agents.set(name, agent);
