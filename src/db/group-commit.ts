@@ -97,3 +97,18 @@ export class GroupCommit {
     });
   }
 }
+
+/**
+ * Runs `fn` in one transaction committed without an fsync (synchronous = NORMAL for this commit
+ * only); the next durable commit makes it durable too. For writes whose loss in a power cut is
+ * harmless by design, such as claims (see JobMachine.claim).
+ */
+export function lazyTransaction<T>(sqlite: Database.Database, fn: () => T): T {
+  const level = sqlite.pragma('synchronous', { simple: true });
+  sqlite.pragma('synchronous = NORMAL');
+  try {
+    return sqlite.transaction(fn).immediate();
+  } finally {
+    sqlite.pragma(`synchronous = ${level}`);
+  }
+}

@@ -91,11 +91,23 @@ export class JobMachine extends EventEmitter<MachineEvents> {
     this.emit('job:queued', { jobId, tenant });
   }
 
-  /** queued → running on `agent`, creating attempt n with a fresh fence. Undefined if the job is not claimable. */
+  private lastFence = 0;
+
+  /** Microseconds of wall time, strictly increasing within this process. */
+  private nextFenceFloor(): number {
+    this.lastFence = Math.max(this.lastFence + 1, Date.now() * 1000);
+    return this.lastFence;
+  }
+
+  /**
+   * queued → running on `agent`, creating attempt n with a fresh fence. Undefined if the job is
+   * not claimable. Fences grow with the wall clock (µs), not only by one, so a claim lost in a
+   * crash (claims are committed without their own fsync) can never hand out a fence again.
+   */
   claim(jobId: string, agent: string): Claim | undefined {
     const now = this.clock();
     return this.atomic(() => {
-      const row = this.sql.claim.get({ id: jobId, agent, leaseExpiresAt: now + this.leaseMs, now }) as
+      const row = this.sql.claim.get({ id: jobId, agent, leaseExpiresAt: now + this.leaseMs, now, fenceFloor: this.nextFenceFloor() }) as
         | { tenant: string; fence: number; n: number }
         | undefined;
       if (!row) return undefined;

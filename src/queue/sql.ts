@@ -12,7 +12,7 @@ export function prepareQueueSql(db: Database.Database) {
        VALUES (@id, @tenant, @name, 'queued', @image, @spec, @retries, @runAfter, @createdAt)`,
     ),
     claim: db.prepare(
-      `UPDATE jobs SET state = 'running', fence = fence + 1, agent = @agent, lease_expires_at = @leaseExpiresAt,
+      `UPDATE jobs SET state = 'running', fence = max(fence + 1, @fenceFloor), agent = @agent, lease_expires_at = @leaseExpiresAt,
          attempt_count = attempt_count + 1
        WHERE id = @id AND state = 'queued' AND run_after <= @now
        RETURNING tenant, fence, attempt_count AS n`,

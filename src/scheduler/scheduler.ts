@@ -3,6 +3,7 @@ import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { freeSlots, warmKey, type AgentConn } from '../agents/conn.js';
 import type { AgentHub } from '../agents/hub.js';
+import { lazyTransaction } from '../db/group-commit.js';
 import type { JobSpec } from '../jobs/spec.js';
 import type { JobMachine } from '../queue/machine.js';
 import type { TenantService } from '../tenants/service.js';
@@ -86,13 +87,14 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   }
 
   /**
-   * One pass: reap, then dispatch until no tenant can place a job. The pass is one transaction
-   * (one fsync); `run` frames go out only after it commits. Returns jobs dispatched.
+   * One pass: dispatch until no tenant can place a job. The pass is one transaction, committed
+   * without an fsync (claims may be lost in a power cut: the job is then simply queued again);
+   * `run` frames go out only after it commits. Returns jobs dispatched.
    */
   runOnce(): number {
     if (!this.hub.agents().some((a) => freeSlots(a) > 0)) return 0;
     const outbox: Array<() => void> = [];
-    const n = this.db.transaction(() => this.pass(outbox))();
+    const n = lazyTransaction(this.db, () => this.pass(outbox));
     for (const send of outbox) send();
     return n;
   }
