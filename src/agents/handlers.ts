@@ -35,6 +35,8 @@ const handlers: { [T in Exclude<AgentMessage['type'], 'hello'>]: (d: HandlerDeps
         d.hub.sendTo(a, { type: 'cancel', jobId: r.jobId, fence: r.fence });
       }
     }
+    // Attempts the gateway gave up on (lease expired, job deleted) no longer hold a slot.
+    for (const [jobId, fence] of a.running) if (!d.machine.isCurrent(jobId, fence)) a.running.delete(jobId);
   },
 
   started(d, a, m) {
