@@ -59,7 +59,7 @@ export async function startGateway(config: GatewayConfig, o: BuildOptions = {}):
       await services.hub.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      services.store.close();
+      await services.store.close();
     },
   };
 }

@@ -56,11 +56,11 @@ export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Serv
   const images = new ImageRegistry(config.defaultImages);
   const admission = new Admission(store.sqlite, images);
   const jobs = new JobService(store, machine, tenants, admission, config.defaultImage);
-  const waiters = new JobWaiters(machine);
+  const waiters = new JobWaiters(machine, store.durable);
   let hub: AgentHub | undefined;
   const metrics = new Metrics(store.sqlite, { agents: () => hub?.count() ?? 0, defaultMetrics: true });
   hub = new AgentHub({ machine, output, images, metrics, log, verifier, heartbeatMs: Math.max(500, Math.floor(config.leaseMs / 3)), commit: store.commit });
   const scheduler = new Scheduler(store.sqlite, machine, hub, tenants, log);
-  const callbacks = new Callbacks(machine, jobs, { allowPrivate: config.callbackPrivate, log });
+  const callbacks = new Callbacks(machine, jobs, { allowPrivate: config.callbackPrivate, log, durable: store.durable });
   return { config, log, store, secret, verifier, machine, output, tenants, images, admission, jobs, waiters, hub, scheduler, metrics, callbacks };
 }

@@ -19,7 +19,7 @@ export interface TestGateway {
   /** Creates a tenant and returns a jobs:read+write token for it. */
   tenant(id: string, quota?: Partial<Quota>): Promise<string>;
   req(method: string, path: string, o?: { token?: string; body?: unknown; raw?: BodyInit; headers?: Record<string, string> }): Promise<Response>;
-  close(): void;
+  close(): Promise<void>;
 }
 
 /** A gateway on a fresh data directory and database, driven in-process with `app.request()`. */
@@ -52,9 +52,9 @@ export async function testGateway(env: Record<string, string> = {}, o: BuildOpti
       return token({ tenant: id, scopes: ['jobs:read', 'jobs:write'] });
     },
     req,
-    close() {
+    async close() {
       s.scheduler.stop();
-      s.store.close();
+      await s.store.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -103,6 +103,19 @@ describe('POST /v1/jobs', () => {
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({ id, state: 'succeeded', exitCode: 0 });
   });
+
+  it('with ?wait answers at once when the job ended before its submitter began to wait', async () => {
+    // Play an agent that takes and ends the job the moment it is committed, before its fsync.
+    g.s.machine.once('job:queued', ({ jobId }) => {
+      const c = g.s.machine.claim(jobId, 'agent-1')!;
+      g.s.machine.finish(jobId, c.fence, { exitCode: 0, signal: null, reason: 'exit' });
+    });
+    const t0 = Date.now();
+    const res = await g.req('POST', '/v1/jobs?wait=5', { token: acme, body: { command: 'true' } });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ state: 'succeeded' });
+    expect(Date.now() - t0).toBeLessThan(4000); // not held until the wait ran out
+  });
 });
 
 describe('Idempotency-Key', () => {
@@ -293,7 +306,7 @@ describe('callbackUrl', () => {
       expect(received[0]!.body).toMatchObject({ id: job.id, state: 'succeeded' });
       expect(received[0]!.headers['webhook-id']).toBe(job.id);
     } finally {
-      open.close();
+      await open.close();
       server.close();
     }
   });

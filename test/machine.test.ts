@@ -1,5 +1,7 @@
 import Database from 'better-sqlite3';
+import { readlinkSync, rmSync } from 'node:fs';
 import { describe, expect, it, beforeEach } from 'vitest';
+import { GroupCommit } from '../src/db/group-commit.js';
 import { openStore, type Store } from '../src/db/open.js';
 import { JobMachine } from '../src/queue/machine.js';
 import { MAX_PLATFORM_FAILURES } from '../src/queue/retry.js';
@@ -152,25 +154,64 @@ describe('job state machine', () => {
 });
 
 describe('database', () => {
-  it('runs in WAL mode with full sync by default', () => {
-    const dir = `/tmp/corral-wal-${process.pid}.db`;
-    const s = openStore(dir);
+  it('runs in WAL mode, and SQLite itself never fsyncs a grouped commit', async () => {
+    const file = `/tmp/corral-wal-${process.pid}.db`;
+    const s = openStore(file);
     expect(s.sqlite.pragma('journal_mode', { simple: true })).toBe('wal');
-    expect(s.sqlite.pragma('synchronous', { simple: true })).toBe(2);
-    s.close();
-    new Database(dir).close();
+    expect(s.sqlite.pragma('synchronous', { simple: true })).toBe(1);
+    await s.close();
+    new Database(file).close();
   });
 });
 
 describe('group commit', () => {
-  it('keeps FULL sync after grouped commits, durable or not', async () => {
-    const file = `/tmp/corral-gc-${process.pid}.db`;
-    const s = openStore(file);
-    await s.commit(() => s.sqlite.prepare(`INSERT INTO tenants (id, quota, created_at) VALUES ('a', '{}', 1)`).run(), { durable: false });
-    expect(s.sqlite.pragma('synchronous', { simple: true })).toBe(2);
-    await s.commit(() => s.sqlite.prepare(`INSERT INTO tenants (id, quota, created_at) VALUES ('b', '{}', 1)`).run());
-    expect(s.sqlite.pragma('synchronous', { simple: true })).toBe(2);
-    s.close();
+  /** A GroupCommit whose WAL fsyncs are held until the test lets them finish. */
+  function held() {
+    const file = `/tmp/corral-gc-${process.pid}-${Math.random().toString(36).slice(2)}.db`;
+    const sqlite = new Database(file);
+    sqlite.pragma('journal_mode = WAL');
+    sqlite.exec('CREATE TABLE t (v TEXT)');
+    const syncs: Array<{ path: string; done: (err: NodeJS.ErrnoException | null) => void }> = [];
+    const gc = new GroupCommit(sqlite, { file, fdatasync: (fd, done) => syncs.push({ path: readlinkSync(`/proc/self/fd/${fd}`), done }) });
+    const insert = (v: string) => () => sqlite.prepare('INSERT INTO t VALUES (?)').run(v);
+    const close = () => {
+      sqlite.close();
+      for (const f of [file, `${file}-wal`, `${file}-shm`]) rmSync(f, { force: true });
+    };
+    return { file, sqlite, gc, syncs, insert, close };
+  }
+  const settled = (p: Promise<unknown>) => Promise.race([p.then(() => true), new Promise((r) => setTimeout(() => r(false), 20))]);
+
+  it('answers a durable write only after its fsync of the WAL, and a lazy one at commit', async () => {
+    const { file, sqlite, gc, syncs, insert, close } = held();
+    const durable = gc.run(insert('a'));
+    const lazy = gc.run(insert('b'), { durable: false });
+    expect(await settled(lazy)).toBe(true);
+    expect(await settled(durable)).toBe(false);
+    expect(syncs).toHaveLength(1);
+    expect(syncs[0]!.path).toBe(`${file}-wal`);
+    syncs[0]!.done(null);
+    expect(await settled(durable)).toBe(true);
+    expect(sqlite.prepare('SELECT v FROM t ORDER BY v').pluck().all()).toEqual(['a', 'b']);
+    close();
+  });
+
+  it('writes that commit while an fsync runs wait for the next one, and a failed fsync fails them', async () => {
+    const { gc, syncs, insert, close } = held();
+    const first = gc.run(insert('a'));
+    await settled(first);
+    const second = gc.run(insert('b'));
+    const barrier = gc.durable();
+    await settled(second);
+    expect(syncs).toHaveLength(1); // the second waits: the running fsync may have missed its frames
+    syncs[0]!.done(null);
+    expect(await settled(first)).toBe(true);
+    expect(await settled(second)).toBe(false);
+    expect(syncs).toHaveLength(2);
+    syncs[1]!.done(Object.assign(new Error('EIO'), { code: 'EIO' }));
+    await expect(second).rejects.toThrow('EIO');
+    await expect(barrier).rejects.toThrow('EIO');
+    close();
   });
 
   it('rolls back only the write that failed', async () => {

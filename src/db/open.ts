@@ -14,32 +14,35 @@ export interface Store {
   db: Db;
   /** Runs `fn` inside the next grouped commit; resolves once it is on disk (see GroupCommit.run). */
   commit: GroupCommit['run'];
-  close(): void;
+  /** Resolves once everything committed so far is on disk (see GroupCommit.durable). */
+  durable: GroupCommit['durable'];
+  close(): Promise<void>;
 }
 
 /**
  * Opens (creating if needed) the SQLite database, applies committed migrations and sets WAL.
- * `sync: 'full'` fsyncs the WAL on every commit, so a 202 means the job is on disk; commits from
- * one event-loop tick are grouped into one transaction to pay for one fsync between them.
+ * `sync: 'full'` makes every durable commit wait for an fsync of the WAL, so a 202 means the job
+ * is on disk; commits from one event-loop tick are grouped into one transaction, and the fsync
+ * runs off the event loop (see GroupCommit). `sync: 'normal'` skips the fsync (not power-safe).
  */
 export function openStore(file: string, sync: 'full' | 'normal' = 'full', groupCommit = true): Store {
   if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
   const sqlite = new Database(file);
   sqlite.pragma('journal_mode = WAL');
-  sqlite.pragma(`synchronous = ${sync === 'full' ? 'FULL' : 'NORMAL'}`);
   sqlite.pragma('foreign_keys = ON');
   sqlite.pragma('busy_timeout = 5000');
   sqlite.pragma('cache_size = -65536');
   sqlite.pragma('temp_store = memory');
   const db = drizzle(sqlite, { schema });
   migrate(db, { migrationsFolder: join(packageRoot(), 'migrations') });
-  const group = new GroupCommit(sqlite, groupCommit);
+  const group = new GroupCommit(sqlite, { grouped: groupCommit, durable: sync === 'full', file });
   return {
     sqlite,
     db,
     commit: group.run,
-    close: () => {
-      group.flush();
+    durable: group.durable,
+    close: async () => {
+      await group.close();
       sqlite.close();
     },
   };

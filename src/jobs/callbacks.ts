@@ -22,6 +22,8 @@ export interface CallbackOptions {
   allowPrivate: boolean;
   log: Logger;
   fetch?: typeof fetch;
+  /** Resolves once what was committed so far is on disk: a callback never reports an end a crash could undo. */
+  durable?: () => Promise<void>;
 }
 
 /**
@@ -53,6 +55,7 @@ export class Callbacks {
 
   private async deliver(tenant: string, jobId: string, url: string): Promise<void> {
     const f = this.o.fetch ?? fetch;
+    await this.o.durable?.();
     for (const delay of DELAYS_MS) {
       if (delay) await new Promise((r) => setTimeout(r, delay).unref());
       try {

@@ -46,6 +46,7 @@ export async function followOutput(s: Services, tenant: string, jobId: string, s
       await send(sse, ch.attempt, ch.stream, ch.data);
     }
     const final = s.jobs.get(tenant, jobId);
+    await s.store.durable();
     await sse.writeSSE({ event: 'end', data: JSON.stringify({ state: final.state, exitCode: final.exitCode, reason: final.reason }) });
   } catch {
     // The job was deleted or the client went away: the stream just ends.

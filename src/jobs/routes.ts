@@ -2,7 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import { streamSSE } from 'hono/streaming';
 import { requireScope } from '../auth/middleware.js';
 import { router, problems, bearer } from '../http/router.js';
-import { JOB_STATES, FINAL_STATES } from '../queue/states.js';
+import { JOB_STATES, FINAL_STATES, type JobState } from '../queue/states.js';
 import type { Services } from '../services.js';
 import { JobRequestSchema, MAX_NAME_LENGTH } from './spec.js';
 import { JobViewSchema, type JobView } from './view.js';
@@ -39,7 +39,14 @@ export function jobRoutes(s: Services) {
   /** Holds until the job ends or `seconds` pass; returns the job as it then is. */
   async function waitFor(tenant: string, job: JobView, seconds: number, signal: () => AbortSignal): Promise<JobView> {
     if (seconds <= 0 || FINAL_STATES.has(job.state)) return job;
-    await s.waiters.wait(job.id, seconds * 1000, signal());
+    const ended = () => {
+      try {
+        return FINAL_STATES.has(s.jobs.row(tenant, job.id).state as JobState);
+      } catch {
+        return true; // deleted meanwhile: the read below answers 404
+      }
+    };
+    await s.waiters.wait(job.id, seconds * 1000, signal(), ended);
     return s.jobs.get(tenant, job.id);
   }
 
@@ -176,7 +183,7 @@ export function jobRoutes(s: Services) {
       request: { params: IdParam },
       responses: { 202: jobResponse('Cancelled, or being cancelled'), ...problems(400, 401, 403, 404) },
     }),
-    (c) => c.json(s.jobs.cancel(c.get('principal').tenant!, c.req.valid('param').id), 202),
+    async (c) => c.json(await s.jobs.cancel(c.get('principal').tenant!, c.req.valid('param').id), 202),
   );
 
   app.openapi(
@@ -189,8 +196,8 @@ export function jobRoutes(s: Services) {
       request: { params: IdParam },
       responses: { 204: { description: 'Deleted' }, ...problems(400, 401, 403, 404) },
     }),
-    (c) => {
-      s.jobs.remove(c.get('principal').tenant!, c.req.valid('param').id);
+    async (c) => {
+      await s.jobs.remove(c.get('principal').tenant!, c.req.valid('param').id);
       return c.body(null, 204);
     },
   );

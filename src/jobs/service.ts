@@ -85,14 +85,18 @@ export class JobService {
       const now = Date.now();
       const spec = this.admission.admit(tenant, toSpec(req, { image: this.defaultImage, ...quota }), quota, now);
       const id = newJobId(now);
-      await this.store.commit(() => {
-        if (req.name !== undefined && this.q.byName.get({ tenant, name: req.name })) {
-          throw new Conflict(`a job named "${req.name}" already exists`, 'name');
-        }
-        this.machine.enqueue({ id, tenant, name: req.name ?? null, image: spec.image, spec: JSON.stringify(spec), retries: spec.retries, createdAt: now });
-        if (key !== undefined) this.store.db.insert(idempotencyKeys).values({ tenant, key, bodyHash, jobId: id, createdAt: now }).run();
-      });
-      this.machine.announce(id, tenant);
+      await this.store.commit(
+        () => {
+          if (req.name !== undefined && this.q.byName.get({ tenant, name: req.name })) {
+            throw new Conflict(`a job named "${req.name}" already exists`, 'name');
+          }
+          this.machine.enqueue({ id, tenant, name: req.name ?? null, image: spec.image, spec: JSON.stringify(spec), retries: spec.retries, createdAt: now });
+          if (key !== undefined) this.store.db.insert(idempotencyKeys).values({ tenant, key, bodyHash, jobId: id, createdAt: now }).run();
+        },
+        // Dispatch overlaps the fsync: the 202 still waits for it, and a job whose record a power
+        // cut takes back was never acknowledged (its end, when reported, is fsynced first).
+        { committed: () => this.machine.announce(id, tenant) },
+      );
       // The view of what was just written, without reading it back.
       const job = toJobView(
         { id, name: req.name ?? null, tenant, state: 'queued', spec, exitCode: null, signal: null, reason: null, createdAt: now, startedAt: null, endedAt: null, outputBytes: 0, outputTruncated: false },
@@ -166,14 +170,16 @@ export class JobService {
     return { jobs: page.map((r) => this.view(r)), nextCursor: rows.length > q.limit ? page[page.length - 1]!.id : null };
   }
 
-  cancel(tenant: string, idOrName: string): JobView {
+  /** Cancels a job; resolves once the cancel is on disk. */
+  async cancel(tenant: string, idOrName: string): Promise<JobView> {
     const row = this.rowByIdOrName(tenant, idOrName);
-    if (!FINAL_STATES.has(row.state as JobState)) this.machine.cancel(row.id);
+    if (!FINAL_STATES.has(row.state as JobState)) await this.store.commit(() => this.machine.cancel(row.id));
     return this.get(tenant, row.id);
   }
 
-  remove(tenant: string, idOrName: string): void {
+  /** Deletes a job and its output; resolves once the delete is on disk. */
+  async remove(tenant: string, idOrName: string): Promise<void> {
     const row = this.rowByIdOrName(tenant, idOrName);
-    this.machine.remove(row.id);
+    await this.store.commit(() => this.machine.remove(row.id));
   }
 }

@@ -1,17 +1,27 @@
 import type { JobMachine } from '../queue/machine.js';
 
 /**
- * Callers holding on a job's end (`?wait=N`, live output). Resolves true when the job ended,
- * false when the wait ran out.
+ * Callers holding on a job's end (`?wait=N`). Resolves true when the job ended and its end is on
+ * disk, false when the wait ran out.
  */
 export class JobWaiters {
   private readonly waiting = new Map<string, Set<(ended: boolean) => void>>();
 
-  constructor(machine: JobMachine) {
-    machine.on('job:ended', ({ jobId }) => this.release(jobId, true));
+  constructor(
+    machine: JobMachine,
+    /** Resolves once what was committed so far is durable (Store.durable). */
+    private readonly durable: () => Promise<void>,
+  ) {
+    machine.on('job:ended', ({ jobId }) => {
+      if (this.waiting.has(jobId)) this.releaseWhenDurable(jobId);
+    });
   }
 
-  wait(jobId: string, ms: number, signal?: AbortSignal): Promise<boolean> {
+  /**
+   * Holds until job `jobId` ends (true) or `ms` pass (false). `ended` is asked once the waiter
+   * is in place: a job dispatched from the database can end before its submitter starts waiting.
+   */
+  wait(jobId: string, ms: number, signal?: AbortSignal, ended?: () => boolean): Promise<boolean> {
     return new Promise((resolve) => {
       const set = this.waiting.get(jobId) ?? new Set();
       this.waiting.set(jobId, set);
@@ -26,7 +36,15 @@ export class JobWaiters {
       const timer = setTimeout(() => done(false), ms);
       signal?.addEventListener('abort', onAbort, { once: true });
       set.add(done);
+      if (ended?.()) this.releaseWhenDurable(jobId);
     });
+  }
+
+  private releaseWhenDurable(jobId: string): void {
+    this.durable().then(
+      () => this.release(jobId, true),
+      () => this.release(jobId, false),
+    );
   }
 
   private release(jobId: string, ended: boolean): void {
