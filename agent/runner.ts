@@ -8,6 +8,8 @@ type Run = Extract<GatewayMessage, { type: 'run' }>;
 type Result = Extract<AgentMessage, { type: 'ended' }>['result'];
 
 const SIGNAL_NAMES = new Map(Object.entries(constants.signals).map(([name, n]) => [n, name]));
+/** How long a run may go before its start is reported on its own (see Runner.attempt). */
+const STARTED_AFTER_MS = 20;
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 export interface RunnerOptions {
@@ -25,6 +27,8 @@ interface Active {
   /** Why the attempt is being stopped, once it is. */
   stopping?: 'timeout' | 'cancelled';
   kill?: (reason: 'timeout' | 'cancelled') => void;
+  /** The container of an attempt that ended before its `started` frame went out. */
+  unreported?: string;
 }
 
 /**
@@ -66,7 +70,7 @@ export class Runner {
       if (a.container) this.o.pool.release(a.container, true);
     }
     this.active.delete(m.jobId);
-    this.o.send({ type: 'ended', jobId: m.jobId, fence: m.fence, result });
+    this.o.send({ type: 'ended', jobId: m.jobId, fence: m.fence, result, ...(a.unreported !== undefined && { container: a.unreported }) });
   }
 
   private async attempt(m: Run, a: Active): Promise<Result> {
@@ -104,6 +108,7 @@ export class Runner {
     const onOut = forward('stdout');
     const onErr = forward('stderr');
 
+    let startedTimer: NodeJS.Timeout | undefined;
     const status = await new Promise<{ code: number | null; signal: number | null } | 'lost'>((resolve) => {
       let grace: NodeJS.Timeout | undefined;
       const kill = (reason: 'timeout' | 'cancelled') => {
@@ -116,6 +121,11 @@ export class Runner {
       const timer = setTimeout(() => kill('timeout'), spec.timeout * 1000);
       const done = (s: { code: number | null; signal: number | null } | 'lost') => {
         clearTimeout(timer);
+        if (startedTimer) {
+          clearTimeout(startedTimer);
+          startedTimer = undefined;
+          a.unreported = c.name;
+        }
         clearTimeout(grace);
         c.exec.off('stdout', onOut);
         c.exec.off('stderr', onErr);
@@ -129,8 +139,11 @@ export class Runner {
       c.exec.once('exit', done);
       c.exec.once('close', onClose);
       c.exec.run({ argv, env, ...(spec.stdin !== undefined && { stdin: Buffer.from(spec.stdin) }) });
-      // Told after the run is handed over: the report is not on the job's critical path.
-      this.o.send({ type: 'started', jobId: m.jobId, fence: m.fence, container: c.name });
+      // A job that ends within STARTED_AFTER_MS reports its start with its end, in one frame.
+      startedTimer = setTimeout(() => {
+        startedTimer = undefined;
+        this.o.send({ type: 'started', jobId: m.jobId, fence: m.fence, container: c.name });
+      }, STARTED_AFTER_MS);
       if (a.stopping) kill(a.stopping);
     });
 

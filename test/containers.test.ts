@@ -25,6 +25,11 @@ describe('jobs run in real LXC containers', () => {
     expect(ok.job).toMatchObject({ state: 'succeeded', exitCode: 0, reason: 'exit' });
     expect(await acme.output(ok.job.id, 'stdout')).toBe('out\n');
     expect(await acme.output(ok.job.id, 'stderr')).toBe('err\n');
+    // A job this short reports its start along with its end; the attempt still records both.
+    const [a] = ok.job.attempts;
+    expect(a!.container).toMatch(/^corral-run-/);
+    expect(Date.parse(a!.startedAt!)).toBeLessThanOrEqual(Date.parse(a!.endedAt!));
+    expect(ok.job.startedAt).not.toBeNull();
     const bad = await acme.submit({ command: ['/bin/sh', '-c', 'exit 7'] }, 30);
     expect(bad.job).toMatchObject({ state: 'failed', exitCode: 7, reason: 'exit' });
     const missing = await acme.submit({ command: ['/no/such/program'] }, 30);

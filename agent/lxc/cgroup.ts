@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 export interface Limits {
@@ -32,6 +32,42 @@ function tryWrite(file: string, value: string | number): boolean {
     return false;
   }
 }
+
+/**
+ * The cgroup files an agent reads or writes on every attempt, kept open: a pread at offset 0 of
+ * a cgroup file reads it afresh, which costs one syscall instead of open, fstat, read and close.
+ */
+class OpenFiles {
+  private readonly fds = new Map<string, number>();
+  private readonly buf = Buffer.alloc(64 * 1024);
+
+  private fd(file: string, flags: 'r' | 'w'): number {
+    const key = `${flags}${file}`;
+    let fd = this.fds.get(key);
+    if (fd === undefined) this.fds.set(key, (fd = openSync(file, flags)));
+    return fd;
+  }
+
+  read(file: string): string {
+    const n = readSync(this.fd(file, 'r'), this.buf, 0, this.buf.length, 0);
+    return n < this.buf.length ? this.buf.toString('utf8', 0, n).trim() : read(file);
+  }
+
+  tryWrite(file: string, value: string | number): boolean {
+    try {
+      writeSync(this.fd(file, 'w'), String(value));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  close(): void {
+    for (const fd of this.fds.values()) closeSync(fd);
+    this.fds.clear();
+  }
+}
+
 function keyed(text: string, key: string): number {
   const m = new RegExp(`^${key} (\\d+)$`, 'm').exec(text);
   return m ? Number(m[1]) : 0;
@@ -51,6 +87,8 @@ export interface ContainerCgroup {
   peakMemoryBytes(): number;
   /** Pids of every process in the container. */
   procs(): number[];
+  /** Closes the files kept open (the container is gone). */
+  close(): void;
 }
 
 export function isCgroupV2Host(): boolean {
@@ -83,6 +121,7 @@ export function cgroupOfMonitor(monitorPid: number): ContainerCgroup {
 class V1 implements ContainerCgroup {
   readonly version = 1 as const;
   private readonly dir: (controller: string) => string;
+  private readonly f = new OpenFiles();
   private readonly rootCpus: string;
 
   constructor(paths: Map<string, string>) {
@@ -108,28 +147,36 @@ class V1 implements ContainerCgroup {
   }
 
   resetPeak(): void {
-    tryWrite(join(this.dir('memory'), 'memory.max_usage_in_bytes'), 0);
+    this.f.tryWrite(join(this.dir('memory'), 'memory.max_usage_in_bytes'), 0);
   }
 
   usage(): Usage {
     return {
-      cpuNs: Number(read(join(this.dir('cpuacct'), 'cpuacct.usage'))),
-      oomKills: keyed(read(join(this.dir('memory'), 'memory.oom_control')), 'oom_kill'),
+      cpuNs: Number(this.f.read(join(this.dir('cpuacct'), 'cpuacct.usage'))),
+      oomKills: keyed(this.f.read(join(this.dir('memory'), 'memory.oom_control')), 'oom_kill'),
     };
   }
 
   peakMemoryBytes(): number {
-    return Number(read(join(this.dir('memory'), 'memory.max_usage_in_bytes')));
+    return Number(this.f.read(join(this.dir('memory'), 'memory.max_usage_in_bytes')));
   }
 
   procs(): number[] {
-    return read(join(this.dir('pids'), 'cgroup.procs')).split('\n').filter(Boolean).map(Number);
+    return this.f.read(join(this.dir('pids'), 'cgroup.procs')).split('\n').filter(Boolean).map(Number);
+  }
+
+  close(): void {
+    this.f.close();
   }
 }
 
 class V2 implements ContainerCgroup {
   readonly version = 2 as const;
-  constructor(private readonly dir: string) {}
+  private readonly f = new OpenFiles();
+  private readonly peakFile: string;
+  constructor(private readonly dir: string) {
+    this.peakFile = existsSync(join(dir, 'memory.peak')) ? 'memory.peak' : 'memory.current';
+  }
 
   apply(l: Limits): void {
     write(join(this.dir, 'memory.max'), l.memoryBytes ?? 'max');
@@ -141,22 +188,25 @@ class V2 implements ContainerCgroup {
 
   resetPeak(): void {
     // Writable since Linux 6.12; older kernels report the peak since the container started.
-    tryWrite(join(this.dir, 'memory.peak'), 'reset');
+    this.f.tryWrite(join(this.dir, 'memory.peak'), 'reset');
   }
 
   usage(): Usage {
     return {
-      cpuNs: keyed(read(join(this.dir, 'cpu.stat')), 'usage_usec') * 1000,
-      oomKills: keyed(read(join(this.dir, 'memory.events')), 'oom_kill'),
+      cpuNs: keyed(this.f.read(join(this.dir, 'cpu.stat')), 'usage_usec') * 1000,
+      oomKills: keyed(this.f.read(join(this.dir, 'memory.events')), 'oom_kill'),
     };
   }
 
   peakMemoryBytes(): number {
-    const f = join(this.dir, 'memory.peak');
-    return existsSync(f) ? Number(read(f)) : Number(read(join(this.dir, 'memory.current')));
+    return Number(this.f.read(join(this.dir, this.peakFile)));
   }
 
   procs(): number[] {
-    return read(join(this.dir, 'cgroup.procs')).split('\n').filter(Boolean).map(Number);
+    return this.f.read(join(this.dir, 'cgroup.procs')).split('\n').filter(Boolean).map(Number);
+  }
+
+  close(): void {
+    this.f.close();
   }
 }

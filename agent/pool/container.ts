@@ -117,6 +117,7 @@ export class Container {
   /** Stops the container, killing everything in it, and removes every trace of it. */
   async destroy(): Promise<void> {
     this.exec?.close();
+    this.cgroup?.close();
     await removeContainer(this.env, this.name);
   }
 }

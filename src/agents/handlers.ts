@@ -56,6 +56,7 @@ const handlers: { [T in Exclude<AgentMessage['type'], 'hello'>]: (d: HandlerDeps
     if (a.running.get(m.jobId) === m.fence) a.running.delete(m.jobId);
     d.metrics.attemptsEnded.inc({ reason: m.result.reason });
     try {
+      if (m.container !== undefined) d.machine.start(m.jobId, m.fence, m.container, d.machine.clock() - Math.round(m.result.wallMs ?? 0));
       d.machine.finish(m.jobId, m.fence, m.result);
     } catch (err) {
       if (!(err instanceof LeaseLost)) throw err;

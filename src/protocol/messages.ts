@@ -55,7 +55,14 @@ export const AgentMessage = z.discriminatedUnion('type', [
     /** base64 of the raw bytes. */
     data: z.string().max(Math.ceil((MAX_OUTPUT_CHUNK_BYTES * 4) / 3) + 4),
   }),
-  z.object({ type: z.literal('ended'), jobId: JobId, fence: Fence, result: ResultSchema }),
+  z.object({
+    type: z.literal('ended'),
+    jobId: JobId,
+    fence: Fence,
+    result: ResultSchema,
+    /** Set when the attempt ended before its `started` was sent: the container it ran in. */
+    container: Name.optional(),
+  }),
 ]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 

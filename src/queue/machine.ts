@@ -116,9 +116,8 @@ export class JobMachine extends EventEmitter<MachineEvents> {
     });
   }
 
-  /** Records that the attempt began in `container`. */
-  start(jobId: string, fence: number, container: string): void {
-    const now = this.clock();
+  /** Records that the attempt began in `container` (at `now`, by default the clock's now). */
+  start(jobId: string, fence: number, container: string, now = this.clock()): void {
     this.atomic(() => {
       if (this.sql.startJob.run({ jobId, fence, now }).changes === 0) throw new LeaseLost(`attempt of ${jobId} is no longer current`);
       this.sql.startAttempt.run({ jobId, fence, container, now });
