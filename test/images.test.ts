@@ -4,14 +4,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { debianMirror, importImage, listImages, removeImage } from '../agent/lxc/images.js';
-import { ensureBusybox } from './helpers/cluster.js';
+import { ensureBusybox, startCluster } from './helpers/cluster.js';
 import { runCli } from './helpers/process.js';
 
 const host = { lxcPath: '/var/lib/lxc', idmapBase: 1_000_000 };
 const name = `imp-${process.pid}`;
+const debian = `deb-${process.pid}`;
 
 afterAll(async () => {
   await removeImage(host, name);
+  await removeImage(host, debian);
 });
 
 describe('images', () => {
@@ -49,5 +51,21 @@ describe('images', () => {
 
   it('finds the Debian mirror this machine uses', () => {
     expect(debianMirror()).toMatch(/^https?:\/\//);
+  });
+
+  it('builds a Debian image with debootstrap from that mirror, and jobs run in it', { timeout: 900_000 }, async () => {
+    const built = await runCli(['image', 'build', 'debian', '--name', debian]);
+    expect(built.code, built.stderr).toBe(0);
+    expect(await listImages(host)).toContain(debian);
+    const cluster = await startCluster({ agents: [] });
+    try {
+      await cluster.addAgent('deb1', { images: `busybox,${debian}` });
+      const t = await cluster.tenant('debs');
+      const r = await t.submit({ command: 'cat /etc/debian_version; command -v apt-get', image: debian }, 60);
+      expect(r.job).toMatchObject({ state: 'succeeded', image: debian });
+      expect(await t.output(r.job.id)).toMatch(/^12\.\d+\n\/usr\/bin\/apt-get\n$/);
+    } finally {
+      await cluster.stop();
+    }
   });
 });
