@@ -41,13 +41,8 @@ export class Callbacks {
     private readonly o: CallbackOptions,
   ) {
     machine.on('job:ended', ({ jobId, tenant }) => {
-      let url: string | undefined;
-      try {
-        url = this.jobs.row(tenant, jobId).spec.callbackUrl;
-      } catch {
-        return; // deleted
-      }
-      if (!url) return;
+      const url = this.jobs.callbackUrlOf(tenant, jobId);
+      if (!url) return; // none, or the job was deleted
       const p = this.deliver(tenant, jobId, url).finally(() => this.inFlight.delete(p));
       this.inFlight.add(p);
     });

@@ -2,7 +2,7 @@ import { createRoute, z } from '@hono/zod-openapi';
 import { streamSSE } from 'hono/streaming';
 import { requireScope } from '../auth/middleware.js';
 import { router, problems, bearer } from '../http/router.js';
-import { JOB_STATES, FINAL_STATES, type JobState } from '../queue/states.js';
+import { JOB_STATES, FINAL_STATES } from '../queue/states.js';
 import type { Services } from '../services.js';
 import { JobRequestSchema, MAX_NAME_LENGTH } from './spec.js';
 import { JobViewSchema, type JobView } from './view.js';
@@ -40,11 +40,8 @@ export function jobRoutes(s: Services) {
   async function waitFor(tenant: string, job: JobView, seconds: number, signal: () => AbortSignal): Promise<JobView> {
     if (seconds <= 0 || FINAL_STATES.has(job.state)) return job;
     const ended = () => {
-      try {
-        return FINAL_STATES.has(s.jobs.row(tenant, job.id).state as JobState);
-      } catch {
-        return true; // deleted meanwhile: the read below answers 404
-      }
+      const state = s.jobs.stateOf(tenant, job.id);
+      return state === undefined || FINAL_STATES.has(state); // deleted meanwhile: the read below answers 404
     };
     await s.waiters.wait(job.id, seconds * 1000, signal(), ended);
     return s.jobs.get(tenant, job.id);
