@@ -5,14 +5,19 @@
  *   warm   — sequential no-op jobs (`/bin/true`), POST /v1/jobs?wait → finished job, warm container
  *   cold   — `fresh: true` with no blank containers kept (--warm 0): a container is made per job
  *   sustained — several clients submitting no-op jobs with ?wait for a fixed time
- *   floors — in the same run: `lxc-attach -n C -- /bin/true` into a running container, and a plain
- *            `/bin/true` spawn, the costs a resident executor avoids and cannot beat.
+ *   floors — in the same run: `lxc-attach -n C -- /bin/true` into a running container, a plain
+ *            `/bin/true` spawn, the costs a resident executor avoids; and the resident executor
+ *            alone (no HTTP, gateway or agent protocol), one at a time and in CLIENTS containers
+ *            at once: what running the no-op itself costs, which no platform code can beat.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, Pool, setGlobalDispatcher } from 'undici';
+import { loadAgentConfig } from '../agent/config.js';
+import { ensureExecutor } from '../agent/executor/build.js';
+import { Container } from '../agent/pool/container.js';
 import { packageRoot } from '../src/paths.js';
 import { printTable, summarize, writeResults, type Row } from './lib.js';
 
@@ -143,6 +148,37 @@ const row = (name: string, ms: number[], extra: Row = {}) => {
   await pools.get(c.base)?.close();
   await c.stop();
 }
+// The executor floor: containers started directly, runs handed to their executors.
+{
+  const host = loadAgentConfig({ gateway: 'ws://unused', token: 'unused' }, {});
+  const env = { agent: `bench${process.pid}`, lxcPath: host.lxcPath, executor: await ensureExecutor(host.stateDir), idmapBase: host.idmapBase, diskBytes: host.disk };
+  const containers = await Promise.all(Array.from({ length: CLIENTS }, () => Container.start('busybox', env)));
+  const once = (c: Container) =>
+    new Promise<number>((resolve) => {
+      const t0 = performance.now();
+      c.exec.once('exit', () => resolve(performance.now() - t0));
+      c.exec.run({ argv: ['/bin/true'], env: { PATH: '/bin' } });
+    });
+  try {
+    for (let i = 0; i < 50; i++) await once(containers[0]!);
+    const seq: number[] = [];
+    for (let i = 0; i < WARM_N; i++) seq.push(await once(containers[0]!));
+    let done = 0;
+    const deadline = performance.now() + 3000;
+    const t0 = performance.now();
+    await Promise.all(containers.map(async (c) => {
+      while (performance.now() < deadline) {
+        await once(c);
+        done++;
+      }
+    }));
+    row(`floor: resident executor alone, /bin/true (jobs/s: ${CLIENTS} containers)`, seq, { 'jobs/s': Math.round(done / ((performance.now() - t0) / 1000)) });
+    raw.executor = { seq, parallelPerSecond: done / ((performance.now() - t0) / 1000) };
+  } finally {
+    await Promise.all(containers.map((c) => c.destroy()));
+  }
+}
+
 const spawnMs: number[] = [];
 for (let i = 0; i < 300; i++) {
   const t0 = performance.now();
