@@ -1,4 +1,5 @@
-import { closeSync, fdatasync, openSync } from 'node:fs';
+import { closeSync, fdatasync, fstatSync, fsyncSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
 
 export type SyncFn = (fd: number, cb: (err: NodeJS.ErrnoException | null) => void) => void;
 
@@ -55,13 +56,29 @@ export class WalSync {
       this.start(); // barriers that arrived meanwhile
     };
     try {
-      this.fd ??= openSync(this.path!, 'r');
+      if (this.fd !== undefined && fstatSync(this.fd).nlink === 0) this.close(); // replaced under us
+      this.fd ??= this.open(this.path!);
     } catch (err) {
       // No WAL file: nothing was ever committed through one, so nothing waits on it.
       return settle((err as NodeJS.ErrnoException).code === 'ENOENT' ? null : err);
     }
     this.running = true;
     this.sync(this.fd, settle);
+  }
+
+  /**
+   * Opens the WAL and, once, fsyncs its directory: SQLite syncs a new WAL's directory entry only
+   * at its first checkpoint, and a file whose entry is lost takes its frames with it.
+   */
+  private open(path: string): number {
+    const fd = openSync(path, 'r');
+    const dir = openSync(dirname(path), 'r');
+    try {
+      fsyncSync(dir);
+    } finally {
+      closeSync(dir);
+    }
+    return fd;
   }
 
   close(): void {
