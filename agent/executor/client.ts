@@ -2,7 +2,7 @@ import { connect, type Socket } from 'node:net';
 import { EventEmitter } from 'node:events';
 
 /** Frame types of corral-exec's wire format (see corral-exec.c). */
-const T = { RUN: 1, KILL: 2, READY: 10, START: 11, OUT: 12, ERR: 13, EXIT: 14 } as const;
+const T = { RUN: 1, KILL: 2, READY: 10, OUT: 12, ERR: 13, EXIT: 14 } as const;
 
 export interface ExecRequest {
   argv: string[];
@@ -12,7 +12,6 @@ export interface ExecRequest {
 
 export interface ExecEvents {
   ready: [];
-  start: [pid: number];
   stdout: [Buffer];
   stderr: [Buffer];
   exit: [status: { code: number | null; signal: number | null }];
@@ -50,7 +49,7 @@ function frame(type: number, payload: Buffer): Buffer {
 
 /**
  * A connection to one container's resident executor. One run at a time; events come in order:
- * start, stdout/stderr…, exit.
+ * stdout/stderr…, exit.
  */
 export class ExecClient extends EventEmitter<ExecEvents> {
   private buf: Buffer = Buffer.alloc(0);
@@ -128,9 +127,6 @@ export class ExecClient extends EventEmitter<ExecEvents> {
         case T.READY:
           this.ready = true;
           this.emit('ready');
-          break;
-        case T.START:
-          this.emit('start', payload.readUInt32LE(0));
           break;
         case T.OUT:
           this.emit('stdout', Buffer.from(payload));

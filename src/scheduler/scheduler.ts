@@ -93,6 +93,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
    */
   runOnce(): number {
     if (!this.hub.agents().some((a) => freeSlots(a) > 0)) return 0;
+    // Most passes after a job ends find nothing to do: find that out without a transaction.
+    if (this.tenantsWithWork.all(this.machine.clock()).length === 0) return 0;
     const outbox: Array<() => void> = [];
     const n = lazyTransaction(this.db, () => this.pass(outbox));
     for (const send of outbox) send();
