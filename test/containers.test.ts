@@ -1,4 +1,4 @@
-import { statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { lxcLs } from '../agent/lxc/lxc.js';
@@ -6,6 +6,20 @@ import { startCluster, until, type Client, type Cluster } from './helpers/cluste
 import { runCli } from './helpers/process.js';
 
 let cluster: Cluster;
+
+/** Host pids of processes whose command line is `cmd`, run by the containers' root (uid 1000000). */
+function sleepers(cmd: string): number[] {
+  return readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ').trim() === cmd && statSync(`/proc/${p}`).uid === 1_000_000;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
 let acme: Client;
 let rival: Client;
 
@@ -113,12 +127,24 @@ describe('jobs run in real LXC containers', () => {
   it('cancel stops a running job and its whole process tree', async () => {
     const { job } = await acme.submit({ command: 'sleep 100 & sleep 100 & sleep 100', timeout: 120 });
     await until(async () => (await acme.get(job.id)).startedAt !== null, 20_000);
+    await until(() => sleepers('sleep 100').length === 3, 5000);
     const started = Date.now();
     const res = await acme.request('POST', `/v1/jobs/${job.id}/cancel`);
     expect(res.status).toBe(202);
     const done = await acme.until(job.id, 20_000);
     expect(done).toMatchObject({ state: 'cancelled' });
     expect(Date.now() - started).toBeLessThan(5000);
+    await until(() => sleepers('sleep 100').length === 0, 5000);
+  });
+
+  it('delete of a running job stops it on its agent, frees the slot and removes it', async () => {
+    const { job } = await acme.submit({ command: 'sleep 101 & sleep 101', timeout: 120 });
+    await until(async () => (await acme.get(job.id)).startedAt !== null, 20_000);
+    await until(() => sleepers('sleep 101').length === 2, 5000);
+    const res = await acme.request('DELETE', `/v1/jobs/${job.id}`);
+    expect(res.status).toBe(204);
+    expect((await acme.request('GET', `/v1/jobs/${job.id}`)).status).toBe(404);
+    await until(() => sleepers('sleep 101').length === 0 && cluster.agents.get('ct1')!.runner.size === 0, 5000);
   });
 
   it('root in the container is an unprivileged uid on the host', async () => {
