@@ -1,6 +1,6 @@
 import { cpus, hostname, totalmem } from 'node:os';
 import { z } from 'zod';
-import { mergeSources, parseConfig } from '../src/config.js';
+import { kebab, mergeSources, parseConfig } from '../src/config.js';
 
 /** The agent's settings, parsed once at start-up from flags and the environment (flags win). */
 const AgentConfigSchema = z.object({
@@ -54,7 +54,8 @@ const ENV_KEYS: Record<keyof z.input<typeof AgentConfigSchema>, string> = {
   logLevel: 'CORRAL_LOG_LEVEL',
 };
 
-export const AGENT_FLAGS = Object.keys(ENV_KEYS);
+/** The agent's flags as typed on the command line (`--max-uses`). */
+export const AGENT_FLAGS: readonly string[] = Object.keys(ENV_KEYS).map(kebab);
 
 export function loadAgentConfig(flags: Record<string, string | boolean> = {}, env: NodeJS.ProcessEnv = process.env): AgentConfig {
   return parseConfig(AgentConfigSchema, mergeSources(ENV_KEYS, flags, env), ENV_KEYS);

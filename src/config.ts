@@ -70,6 +70,11 @@ function camel(flag: string): string {
   return flag.replace(/-([a-z])/g, (_, ch: string) => ch.toUpperCase());
 }
 
+/** The flag name of a config field: `leaseMs` → `lease-ms`. */
+export function kebab(field: string): string {
+  return field.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+}
+
 /**
  * Merges environment and flags into one raw record keyed by config field.
  * Unknown flags are left for the caller to reject.
@@ -114,4 +119,5 @@ export function loadGatewayConfig(
   return parseConfig(GatewayConfigSchema, mergeSources(ENV_KEYS, flags, env, FLAG_ALIASES), ENV_KEYS);
 }
 
-export const GATEWAY_FLAGS = Object.keys(ENV_KEYS);
+/** The gateway's flags as typed on the command line (`--lease-ms`), with `--data` for `--data-dir`. */
+export const GATEWAY_FLAGS: readonly string[] = [...Object.keys(ENV_KEYS).map(kebab), ...Object.keys(FLAG_ALIASES)];

@@ -79,6 +79,22 @@ describe('the corral gateway process', () => {
     expect(s.stderr).toMatch(/CORRAL_JWT_SECRET/);
   });
 
+  it('takes every setting as a flag, multi-word ones too, and refuses an unknown flag', async () => {
+    const data = mkdtempSync(join(tmpdir(), 'corral-flags-'));
+    const port = await freePort();
+    const flags = ['--data', data, '--port', String(port), '--body-limit', '2048', '--lease-ms', '4000', '--log-level', 'warn', '--default-images', 'busybox'];
+    const gw = await startCli(['gateway', ...flags], {}, /\(mode 0600\)/);
+    try {
+      const admin = readFileSync(join(data, 'admin.token'), 'utf8').trim();
+      expect((await api(`http://127.0.0.1:${port}`, admin, 'POST', '/v1/tenants', { id: 'x'.repeat(3000) })).status).toBe(413);
+    } finally {
+      await killed(gw.child, 'SIGTERM');
+    }
+    const bad = await runCli(['gateway', '--data', data, '--lease-msec', '4000']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/unknown flag --lease-msec/);
+  });
+
   it('answers --help', async () => {
     const r = await runCli(['--help']);
     expect(r.code).toBe(0);
@@ -92,12 +108,20 @@ describe('corral up (the README’s first command)', () => {
     const { lxcLs } = await import('../agent/lxc/lxc.js');
     const data = mkdtempSync(join(tmpdir(), 'corral-up-'));
     const port = await freePort();
-    const up = await startCli(['up', '--data', data, '--port', String(port), '--warm', '1', '--name', 'uptest'], { CORRAL_LOG_LEVEL: 'warn' }, /API reference/, 120_000);
+    const flags = ['--data', data, '--port', String(port), '--warm', '1', '--name', 'uptest', '--max-uses', '1', '--kill-grace-ms', '500', '--lease-ms', '6000'];
+    const up = await startCli(['up', ...flags], { CORRAL_LOG_LEVEL: 'warn' }, /API reference/, 120_000);
     try {
       expect(up.output()).toMatch(/corral -- run -- echo hello/);
       const r = await runCli(['run', '--data', data, '--url', `http://127.0.0.1:${port}`, '--', 'echo hello from a container']);
       expect(r.stdout).toBe('hello from a container\n');
       expect(r.code).toBe(0);
+      // --max-uses 1 reached the local agent: no container serves two jobs.
+      const token = readFileSync(join(data, 'default.token'), 'utf8').trim();
+      const a = await api(`http://127.0.0.1:${port}`, token, 'POST', '/v1/jobs?wait=30', { command: 'true' });
+      const b = await api(`http://127.0.0.1:${port}`, token, 'POST', '/v1/jobs?wait=30', { command: 'true' });
+      expect(a.body.state).toBe('succeeded');
+      expect(b.body.state).toBe('succeeded');
+      expect(b.body.attempts[0].container).not.toBe(a.body.attempts[0].container);
     } finally {
       await killed(up.child, 'SIGTERM');
     }

@@ -32,7 +32,7 @@ export function stopOnSignals(stop: () => Promise<void>): void {
 }
 
 export async function gatewayCommand(args: Args): Promise<void> {
-  onlyFlags(args.flags, [...GATEWAY_FLAGS, 'data']);
+  onlyFlags(args.flags, GATEWAY_FLAGS);
   const g = await startGateway(loadGatewayConfig(args.flags));
   printFirstStart(g);
   stopOnSignals(() => g.close());

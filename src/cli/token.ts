@@ -11,7 +11,7 @@ Mints a token signed with the gateway's secret (CORRAL_JWT_SECRET, or the one in
 Scopes: jobs:read jobs:write functions:read functions:write admin agent.`;
 
 export async function tokenCommand(args: Args): Promise<void> {
-  onlyFlags(args.flags, ['tenant', 'scope', 'sub', 'ttl', ...GATEWAY_FLAGS, 'data']);
+  onlyFlags(args.flags, ['tenant', 'scope', 'sub', 'ttl', ...GATEWAY_FLAGS]);
   const config = loadGatewayConfig(args.flags);
   const scopeText = str(args.flags, 'scope');
   if (!scopeText) throw new UsageError('--scope is required');

@@ -17,11 +17,13 @@ image on first use, creates the tenant "default", and writes its token to $CORRA
 const TOKEN_TTL = 365 * 86400;
 
 export async function upCommand(args: Args): Promise<void> {
-  const agentOnly = AGENT_FLAGS.filter((f) => !['gateway', 'token', 'logLevel'].includes(f));
-  onlyFlags(args.flags, [...GATEWAY_FLAGS, 'data', ...agentOnly.map((f) => f.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase()))]);
-  const gwFlags = Object.fromEntries(Object.entries(args.flags).filter(([k]) => GATEWAY_FLAGS.includes(k) || k === 'data'));
+  // The local agent takes every agent flag but those `up` sets itself.
+  const agentOnly = AGENT_FLAGS.filter((f) => !['gateway', 'token', 'log-level'].includes(f));
+  onlyFlags(args.flags, [...GATEWAY_FLAGS, ...agentOnly]);
+  const gwFlags = Object.fromEntries(Object.entries(args.flags).filter(([k]) => GATEWAY_FLAGS.includes(k)));
   const config = loadGatewayConfig(gwFlags);
-  const host = loadAgentConfig({ gateway: 'ws://x', token: 'x' });
+  const agentOwn = Object.fromEntries(Object.entries(args.flags).filter(([k]) => !GATEWAY_FLAGS.includes(k)));
+  const host = loadAgentConfig({ ...agentOwn, gateway: 'ws://unused', token: 'unused' });
   if (!(await listImages(host)).includes('busybox')) {
     process.stderr.write('building the busybox image (offline, once)…\n');
     await buildBusybox(host);
@@ -31,8 +33,8 @@ export async function upCommand(args: Args): Promise<void> {
   const s = gateway.services;
   const sign = (o: { sub: string; tenant?: string; scopes: Parameters<typeof mintToken>[0]['scopes'] }) =>
     mintToken({ secret: s.secret, issuer: config.jwtIssuer, audience: config.jwtAudience, ttlSeconds: TOKEN_TTL, ...o });
-  const agentFlags = Object.entries(args.flags)
-    .filter(([k]) => !GATEWAY_FLAGS.includes(k) && k !== 'data' && k !== 'name')
+  const agentFlags = Object.entries(agentOwn)
+    .filter(([k]) => k !== 'name')
     .flatMap(([k, v]) => [`--${k}`, String(v)]);
   const port = (gateway.server.address() as { port: number }).port;
   const name = typeof args.flags.name === 'string' ? args.flags.name : 'local';
