@@ -8,6 +8,9 @@ import { Pool } from './pool/pool.js';
 import { destroyLeftovers } from './pool/container.js';
 import { Runner } from './runner.js';
 
+/** Longest a pool change waits before it is reported (changes in between share one report). */
+const POOL_REPORT_MS = 100;
+
 export interface Agent {
   pool: Pool;
   runner: Runner;
@@ -76,6 +79,17 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ level
   });
   connection.on('close', () => clearInterval(heartbeat));
 
+  // Pool changes reach the gateway within POOL_REPORT_MS instead of with the next heartbeat:
+  // placement prefers an agent that holds a warm container for the job's tenant and image.
+  let poolReport: NodeJS.Timeout | undefined;
+  pool.on('pool:changed', () => {
+    if (poolReport || !connection.open) return;
+    poolReport = setTimeout(() => {
+      poolReport = undefined;
+      connection.send({ type: 'pool', pool: pool.summary() });
+    }, POOL_REPORT_MS);
+  });
+
   pool.start();
   connection.start();
   return {
@@ -85,6 +99,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ level
     images,
     async stop() {
       clearInterval(heartbeat);
+      clearTimeout(poolReport);
       connection.close();
       await pool.stop();
     },

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { destroyLeftovers } from '../agent/pool/container.js';
+import { warmKey } from '../src/agents/conn.js';
 import { mintToken } from '../src/auth/tokens.js';
 import { AGENT_PATH, PROTOCOL_VERSION } from '../src/protocol/messages.js';
 import { startCluster, until, type Cluster } from './helpers/cluster.js';
@@ -32,6 +33,21 @@ describe('agents', () => {
     expect(done.every((j) => j.state === 'succeeded')).toBe(true);
     const agents = new Set(done.map((j) => j.attempts[0]!.agent));
     expect(agents).toEqual(new Set(['sa', 'sb']));
+  });
+
+  it('places a tenant’s job on the agent holding its warm container, known before the next heartbeat', async () => {
+    cluster = await startCluster({ agents: [], leaseMs: 30_000 }); // heartbeats every 10 s
+    await cluster.addAgent('wx', { slots: '2' });
+    const t = await cluster.tenant('warmth');
+    const first = await t.submit({ command: 'true' }, 30);
+    expect(first.job.attempts[0]!.agent).toBe('wx');
+    // A roomier agent arrives; without knowing where the warm container is, it would win.
+    await cluster.addAgent('wy', { slots: '8' });
+    const wx = () => cluster!.gateway.services.hub.agents().find((a) => a.id === 'wx')!;
+    await until(() => (wx().warm.get(warmKey('warmth', 'busybox')) ?? 0) > 0, 2000);
+    const second = await t.submit({ command: 'true' }, 30);
+    expect(second.job.attempts[0]!.agent).toBe('wx');
+    expect(second.job.attempts[0]!.container).toBe(first.job.attempts[0]!.container);
   });
 
   it('respects a tenant’s maxConcurrent', async () => {

@@ -5,7 +5,7 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { OutputStore } from '../output/store.js';
 import type { AgentMessage } from '../protocol/messages.js';
 import type { JobMachine } from '../queue/machine.js';
-import type { AgentConn } from './conn.js';
+import { warmKey, type AgentConn } from './conn.js';
 import type { AgentHub } from './hub.js';
 
 export interface HandlerDeps {
@@ -23,8 +23,7 @@ type Msg<T extends AgentMessage['type']> = Extract<AgentMessage, { type: T }>;
 const handlers: { [T in Exclude<AgentMessage['type'], 'hello'>]: (d: HandlerDeps, a: AgentConn, m: Msg<T>) => void } = {
   heartbeat(d, a, m) {
     a.lastSeen = Date.now();
-    a.pool = m.pool;
-    a.warm = new Map(m.pool.warm.map((w) => [`${w.tenant}\0${w.image}`, w.idle]));
+    setPool(a, m.pool);
     if (m.images.join('\0') !== a.images.join('\0')) {
       a.images = m.images;
       d.images.setAgentImages(a.id, m.images);
@@ -37,6 +36,10 @@ const handlers: { [T in Exclude<AgentMessage['type'], 'hello'>]: (d: HandlerDeps
     }
     // Attempts the gateway gave up on (lease expired, job deleted) no longer hold a slot.
     for (const [jobId, fence] of a.running) if (!d.machine.isCurrent(jobId, fence)) a.running.delete(jobId);
+  },
+
+  pool(_d, a, m) {
+    setPool(a, m.pool);
   },
 
   started(d, a, m) {
@@ -65,6 +68,11 @@ const handlers: { [T in Exclude<AgentMessage['type'], 'hello'>]: (d: HandlerDeps
     d.hub.emit('capacity');
   },
 };
+
+function setPool(a: AgentConn, pool: Msg<'pool'>['pool']): void {
+  a.pool = pool;
+  a.warm = new Map(pool.warm.map((w) => [warmKey(w.tenant, w.image), w.idle]));
+}
 
 export function handleMessage(d: HandlerDeps, a: AgentConn, m: AgentMessage): void {
   if (m.type === 'hello') return;

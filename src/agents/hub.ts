@@ -13,7 +13,7 @@ import {
   type GatewayMessage,
 } from '../protocol/messages.js';
 import { handleMessage, type HandlerDeps } from './handlers.js';
-import type { AgentConn } from './conn.js';
+import { warmKey, type AgentConn } from './conn.js';
 
 export interface HubEvents {
   /** Capacity appeared: an agent said hello, or a slot came free. */
@@ -89,6 +89,7 @@ export class AgentHub extends EventEmitter<HubEvents> {
           return;
         }
         const c = conn;
+        if (msg.type === 'pool') return handleMessage({ ...this.deps, hub: this }, c, msg); // memory only
         // Frames from one turn of the event loop share one grouped commit (one fsync).
         // Only a result must be on disk before anyone is told; starts, output and heartbeats ride along.
         this.deps.commit(() => handleMessage({ ...this.deps, hub: this }, c, msg), { durable: msg.type === 'ended' }).catch((err: unknown) =>
@@ -120,7 +121,7 @@ export class AgentHub extends EventEmitter<HubEvents> {
       images: hello.images,
       pool: hello.pool,
       running: new Map(),
-      warm: new Map(hello.pool.warm.map((w) => [`${w.tenant}\0${w.image}`, w.idle])),
+      warm: new Map(hello.pool.warm.map((w) => [warmKey(w.tenant, w.image), w.idle])),
       connectedAt: Date.now(),
       lastSeen: Date.now(),
     };

@@ -47,6 +47,8 @@ export const AgentMessage = z.discriminatedUnion('type', [
   }),
   z.object({ type: z.literal('heartbeat'), images: z.array(Name).max(1000), pool: PoolSchema, running: z.array(z.object({ jobId: JobId, fence: Fence })).max(4096) }),
   z.object({ type: z.literal('started'), jobId: JobId, fence: Fence, container: Name }),
+  /** The pool changed (a container went idle, blank or busy): sent between heartbeats, throttled. */
+  z.object({ type: z.literal('pool'), pool: PoolSchema }),
   z.object({
     type: z.literal('output'),
     jobId: JobId,

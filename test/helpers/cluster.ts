@@ -40,10 +40,10 @@ export async function ensureBusybox(): Promise<void> {
 }
 
 /** A real gateway on a loopback port with real agents (real LXC) dialling it over WebSocket. */
-export async function startCluster(o: { agents?: string[]; agentFlags?: Record<string, string> } = {}): Promise<Cluster> {
+export async function startCluster(o: { agents?: string[]; agentFlags?: Record<string, string>; leaseMs?: number } = {}): Promise<Cluster> {
   await ensureBusybox();
   const dir = mkdtempSync(join(tmpdir(), 'corral-cluster-'));
-  const config = loadGatewayConfig({}, { CORRAL_DATA: dir, CORRAL_PORT: '0', CORRAL_LEASE_MS: '3000', CORRAL_LOG_LEVEL: 'silent' });
+  const config = loadGatewayConfig({}, { CORRAL_DATA: dir, CORRAL_PORT: '0', CORRAL_LEASE_MS: String(o.leaseMs ?? 3000), CORRAL_LOG_LEVEL: 'silent' });
   const gateway = await startGateway(config, { backoffBaseMs: 100, log: quiet });
   const url = gateway.url;
   const sign = (t: { sub: string; tenant?: string; scopes: Array<'agent' | 'jobs:read' | 'jobs:write'> }) =>
