@@ -39,11 +39,7 @@ export function jobRoutes(s: Services) {
   /** Holds until the job ends or `seconds` pass; returns the job as it then is. */
   async function waitFor(tenant: string, job: JobView, seconds: number, signal: () => AbortSignal): Promise<JobView> {
     if (seconds <= 0 || FINAL_STATES.has(job.state)) return job;
-    const ended = () => {
-      const state = s.jobs.stateOf(tenant, job.id);
-      return state === undefined || FINAL_STATES.has(state); // deleted meanwhile: the read below answers 404
-    };
-    await s.waiters.wait(job.id, seconds * 1000, signal(), ended);
+    await s.waiters.wait(job.id, seconds * 1000, signal());
     return s.jobs.get(tenant, job.id);
   }
 

@@ -58,8 +58,7 @@ export class JobService {
       byId: db.select().from(jobs).where(and(eq(jobs.id, p('id')), eq(jobs.tenant, p('tenant')))).prepare(),
       byName: db.select().from(jobs).where(and(eq(jobs.tenant, p('tenant')), eq(jobs.name, p('name')))).prepare(),
       attempts: db.select().from(attempts).where(eq(attempts.jobId, p('id'))).orderBy(asc(attempts.n)).prepare(),
-      // Read at every job's end: raw statements, no row mapping or spec parsing.
-      state: store.sqlite.prepare(`SELECT state FROM jobs WHERE id = ? AND tenant = ?`).pluck(),
+      // Read at every job's end: a raw statement, no row mapping or spec parsing.
       callbackUrl: store.sqlite.prepare(`SELECT json_extract(spec, '$.callbackUrl') AS url FROM jobs WHERE id = ? AND tenant = ?`),
     };
   }
@@ -136,11 +135,6 @@ export class JobService {
   /** The job `id` of `tenant`; another tenant's job is NotFound, exactly like a missing one. */
   get(tenant: string, id: string): JobView {
     return this.view(this.row(tenant, id));
-  }
-
-  /** The state of the tenant's job `id`; undefined if there is no such job. */
-  stateOf(tenant: string, id: string): JobState | undefined {
-    return this.q.state.get(id, tenant) as JobState | undefined;
   }
 
   /** The job's callbackUrl: null when it has none, undefined when there is no such job. */

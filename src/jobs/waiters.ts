@@ -1,4 +1,5 @@
 import type { JobMachine } from '../queue/machine.js';
+import { FINAL_STATES, type JobState } from '../queue/states.js';
 
 /**
  * Callers holding on a job's end (`?wait=N`). Resolves true when the job ended and its end is on
@@ -8,7 +9,7 @@ export class JobWaiters {
   private readonly waiting = new Map<string, Set<(ended: boolean) => void>>();
 
   constructor(
-    machine: JobMachine,
+    private readonly machine: JobMachine,
     /** Resolves once what was committed so far is durable (Store.durable). */
     private readonly durable: () => Promise<void>,
   ) {
@@ -18,10 +19,11 @@ export class JobWaiters {
   }
 
   /**
-   * Holds until job `jobId` ends (true) or `ms` pass (false). `ended` is asked once the waiter
-   * is in place: a job dispatched from the database can end before its submitter starts waiting.
+   * Holds until job `jobId` ends (true) or `ms` pass (false). The job's state is read once the
+   * waiter is in place: a job dispatched at commit can end (or be deleted) before its submitter
+   * starts waiting, and its `job:ended` is then already gone.
    */
-  wait(jobId: string, ms: number, signal?: AbortSignal, ended?: () => boolean): Promise<boolean> {
+  wait(jobId: string, ms: number, signal?: AbortSignal): Promise<boolean> {
     return new Promise((resolve) => {
       const set = this.waiting.get(jobId) ?? new Set();
       this.waiting.set(jobId, set);
@@ -36,7 +38,8 @@ export class JobWaiters {
       const timer = setTimeout(() => done(false), ms);
       signal?.addEventListener('abort', onAbort, { once: true });
       set.add(done);
-      if (ended?.()) this.releaseWhenDurable(jobId);
+      const state = (this.machine.sql.stateOf.get({ jobId }) as { state: JobState } | undefined)?.state;
+      if (state === undefined || FINAL_STATES.has(state)) this.releaseWhenDurable(jobId);
     });
   }
 
