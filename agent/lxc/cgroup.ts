@@ -39,6 +39,8 @@ function tryWrite(file: string, value: string | number): boolean {
  */
 class OpenFiles {
   private readonly fds = new Map<string, number>();
+  /** Files that refused to open for writing (memory.peak before Linux 6.12): not tried again. */
+  private readonly unwritable = new Set<string>();
   private readonly buf = Buffer.alloc(64 * 1024);
 
   private fd(file: string, flags: 'r' | 'w'): number {
@@ -54,8 +56,16 @@ class OpenFiles {
   }
 
   tryWrite(file: string, value: string | number): boolean {
+    if (this.unwritable.has(file)) return false;
+    let fd: number;
     try {
-      writeSync(this.fd(file, 'w'), String(value));
+      fd = this.fd(file, 'w');
+    } catch {
+      this.unwritable.add(file);
+      return false;
+    }
+    try {
+      writeSync(fd, String(value));
       return true;
     } catch {
       return false;

@@ -28,14 +28,17 @@ const handlers: { [T in Exclude<AgentMessage['type'], 'hello'>]: (d: HandlerDeps
       a.images = m.images;
       d.images.setAgentImages(a.id, m.images);
     }
+    const reported = new Set<string>();
     for (const r of m.running) {
+      reported.add(r.jobId);
       if (!d.machine.renewOne(r.jobId, r.fence)) {
         a.running.delete(r.jobId);
         d.hub.sendTo(a, { type: 'cancel', jobId: r.jobId, fence: r.fence });
       }
     }
-    // Attempts the gateway gave up on (lease expired, job deleted) no longer hold a slot.
-    for (const [jobId, fence] of a.running) if (!d.machine.isCurrent(jobId, fence)) a.running.delete(jobId);
+    // Attempts the agent did not report and the gateway gave up on (lease expired, job deleted)
+    // no longer hold a slot; reported ones were just checked by renewOne.
+    for (const [jobId, fence] of a.running) if (!reported.has(jobId) && !d.machine.isCurrent(jobId, fence)) a.running.delete(jobId);
   },
 
   pool(_d, a, m) {

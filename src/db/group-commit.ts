@@ -36,20 +36,21 @@ export class GroupCommit {
   private pending: Pending[] = [];
   private scheduled = false;
   private readonly stmt;
+  private readonly grouped: boolean;
   readonly wal: WalSync;
 
   constructor(
     private readonly sqlite: Database.Database,
-    private readonly o: GroupCommitOptions = {},
+    o: GroupCommitOptions = {},
   ) {
     // Prepared once: exec() would compile these statements again for every write.
     const p = (q: string) => sqlite.prepare(q);
     this.stmt = { begin: p('BEGIN IMMEDIATE'), commit: p('COMMIT'), save: p('SAVEPOINT one'), release: p('RELEASE one'), undo: p('ROLLBACK TO one') };
-    const grouped = o.grouped ?? true;
+    this.grouped = o.grouped ?? true;
     const durable = o.durable ?? true;
     // Grouped: SQLite never fsyncs at commit, WalSync does. Ungrouped: SQLite fsyncs in COMMIT.
-    sqlite.pragma(`synchronous = ${durable && !grouped ? 'FULL' : 'NORMAL'}`);
-    this.wal = new WalSync(grouped && durable && o.file && o.file !== ':memory:' ? `${o.file}-wal` : undefined, o.fdatasync);
+    sqlite.pragma(`synchronous = ${durable && !this.grouped ? 'FULL' : 'NORMAL'}`);
+    this.wal = new WalSync(this.grouped && durable && o.file && o.file !== ':memory:' ? `${o.file}-wal` : undefined, o.fdatasync);
   }
 
   /**
@@ -61,7 +62,7 @@ export class GroupCommit {
    */
   run = <T>(fn: () => T, o: { durable?: boolean; committed?: () => void } = {}): Promise<T> =>
     new Promise<T>((resolve, reject) => {
-      if (!(this.o.grouped ?? true)) {
+      if (!this.grouped) {
         try {
           const value = this.sqlite.transaction(fn)();
           o.committed?.();
