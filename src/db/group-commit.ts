@@ -115,7 +115,12 @@ export class GroupCommit {
     batch.forEach((p, i) => {
       const o = outcomes[i]!;
       if (!o.ok) return p.reject(o.value);
-      p.committed?.();
+      // A throwing hook fails its own write's promise, never the rest of the group.
+      try {
+        p.committed?.();
+      } catch (err) {
+        return p.reject(err);
+      }
       if (!p.durable) return p.resolve(o.value);
       synced ??= this.wal.barrier();
       synced.then(() => p.resolve(o.value), p.reject);
