@@ -1,9 +1,10 @@
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { serve } from '@hono/node-server';
 import { mintToken } from './auth/tokens.js';
 import type { GatewayConfig } from './config.js';
+import { writePrivateFile } from './datadir.js';
 import { createApp } from './http/app.js';
 import { buildServices, type BuildOptions, type Services } from './services.js';
 
@@ -30,7 +31,7 @@ async function firstStartToken(s: Services): Promise<string | undefined> {
     scopes: ['admin'],
     ttlSeconds: ADMIN_TTL_SECONDS,
   });
-  writeFileSync(file, token + '\n', { mode: 0o600 });
+  writePrivateFile(file, token + '\n');
   return token;
 }
 

@@ -3,6 +3,7 @@ import { AgentHub } from './agents/hub.js';
 import { TokenVerifier } from './auth/verifier.js';
 import { loadOrCreateSecret } from './auth/secret.js';
 import type { GatewayConfig } from './config.js';
+import { ensurePrivateDataDir } from './datadir.js';
 import { openStore, type Store } from './db/open.js';
 import { ImageRegistry } from './images/registry.js';
 import { Admission } from './jobs/admission.js';
@@ -47,6 +48,8 @@ export interface BuildOptions {
 
 export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Services {
   const log = o.log ?? pino({ level: config.logLevel, base: { svc: 'gateway' } });
+  // Before anything is written: the database and secrets go in here.
+  ensurePrivateDataDir(config.dataDir);
   const store = openStore(o.dbFile ?? join(config.dataDir, 'corral.db'), config.sync, config.groupCommit);
   const secret = loadOrCreateSecret(config.dataDir, config.jwtSecret);
   const verifier = new TokenVerifier({ secret, issuer: config.jwtIssuer, audience: config.jwtAudience, ...(config.jwks && { jwks: config.jwks }) });

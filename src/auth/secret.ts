@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { ensurePrivateDataDir, writePrivateFile } from '../datadir.js';
 
 /**
  * The HS256 secret: the configured one, else the one generated into the data directory on
@@ -10,8 +11,8 @@ export function loadOrCreateSecret(dataDir: string, configured?: string): Uint8A
   if (configured) return new TextEncoder().encode(configured);
   const file = join(dataDir, 'jwt.secret');
   if (!existsSync(file)) {
-    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    writeFileSync(file, randomBytes(48).toString('base64url'), { mode: 0o600, flag: 'wx' });
+    ensurePrivateDataDir(dataDir);
+    writePrivateFile(file, randomBytes(48).toString('base64url'));
   }
   return new TextEncoder().encode(readFileSync(file, 'utf8').trim());
 }

@@ -1,4 +1,5 @@
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { writePrivateFile } from '../datadir.js';
 import { join } from 'node:path';
 import { AGENT_FLAGS, loadAgentConfig } from '../../agent/config.js';
 import { fork } from 'node:child_process';
@@ -63,7 +64,7 @@ export async function upCommand(args: Args): Promise<void> {
   const tokenFile = join(config.dataDir, 'default.token');
   if (!s.tenants.exists('default')) await s.tenants.create('default');
   if (!existsSync(tokenFile)) {
-    writeFileSync(tokenFile, (await sign({ sub: 'default-cli', tenant: 'default', scopes: ['jobs:read', 'jobs:write', 'functions:read', 'functions:write'] })) + '\n', { mode: 0o600 });
+    writePrivateFile(tokenFile, (await sign({ sub: 'default-cli', tenant: 'default', scopes: ['jobs:read', 'jobs:write', 'functions:read', 'functions:write'] })) + '\n');
   }
   const url = `http://${config.host}:${port}`;
   process.stderr.write(

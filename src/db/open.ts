@@ -1,8 +1,9 @@
 import Database from 'better-sqlite3';
 import { drizzle, type BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, touchPrivateFile } from '../datadir.js';
 import { packageRoot } from '../paths.js';
 import * as schema from './schema/index.js';
 import { GroupCommit } from './group-commit.js';
@@ -26,9 +27,18 @@ export interface Store {
  * runs off the event loop (see GroupCommit). `sync: 'normal'` skips the fsync (not power-safe).
  */
 export function openStore(file: string, sync: 'full' | 'normal' = 'full', groupCommit = true): Store {
-  if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+  if (file !== ':memory:') {
+    mkdirSync(dirname(file), { recursive: true, mode: PRIVATE_DIR_MODE });
+    // Created 0600 before SQLite opens it: SQLite would create it 0644 under the usual umask,
+    // and it gives the -wal and -shm files the database file's mode.
+    touchPrivateFile(file);
+  }
   const sqlite = new Database(file);
   sqlite.pragma('journal_mode = WAL');
+  if (file !== ':memory:') {
+    // Left over from a version that did not set modes: tighten them too.
+    for (const f of [`${file}-wal`, `${file}-shm`]) if (existsSync(f)) chmodSync(f, PRIVATE_FILE_MODE);
+  }
   sqlite.pragma('foreign_keys = ON');
   sqlite.pragma('busy_timeout = 5000');
   sqlite.pragma('cache_size = -65536');
