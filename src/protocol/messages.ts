@@ -6,8 +6,15 @@ import { z } from 'zod';
  * against these schemas on arrival; anything else is logged and dropped.
  */
 export const PROTOCOL_VERSION = 1;
-/** Largest frame either side accepts (ws `maxPayload`). Output chunks are cut well below it. */
-export const MAX_FRAME_BYTES = 256 * 1024;
+/**
+ * Largest frame either side accepts (ws `maxPayload`; a bigger one closes the whole link).
+ * Output chunks are cut well below it. The largest frame the gateway sends is a `run` of a job
+ * at every input limit: JSON escapes a control character in six bytes, so a 256 KiB stdin plus
+ * 64 KiB each of command and env measure 2.36 MB encoded (WORST_RUN_FRAME_BYTES in
+ * src/jobs/spec.ts); 4 MiB leaves room above that. ws allocates per frame received, not up to
+ * the limit, so a higher limit costs nothing on ordinary frames.
+ */
+export const MAX_FRAME_BYTES = 4 * 1024 * 1024;
 export const MAX_OUTPUT_CHUNK_BYTES = 64 * 1024;
 export const AGENT_PATH = '/v1/agents/connect';
 
