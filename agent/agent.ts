@@ -1,9 +1,11 @@
+import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { PROTOCOL_VERSION, type GatewayMessage } from '../src/protocol/messages.js';
 import { hostCapacity, type AgentConfig } from './config.js';
 import { Connection } from './connection.js';
 import { ensureExecutor } from './executor/build.js';
-import { listImages } from './lxc/images.js';
+import { hostSlots, IdmapAllocator } from './lxc/idmap.js';
+import { listImages, shareImage } from './lxc/images.js';
 import { Pool } from './pool/pool.js';
 import { destroyLeftovers } from './pool/container.js';
 import { Runner } from './runner.js';
@@ -30,15 +32,23 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ level
   for (const i of config.images) if (!found.includes(i)) log.warn({ image: i }, 'image not found on this node; build it with corral image build');
   if (images.length === 0) log.warn('no images on this node: run "corral image build busybox"');
 
-  const env = { agent: config.name, lxcPath: config.lxcPath, executor, idmapBase: config.idmapBase, diskBytes: config.disk };
+  for (const i of images) shareImage(config, i);
+
+  const env = { agent: config.name, lxcPath: config.lxcPath, executor, diskBytes: config.disk };
   const leftovers = await destroyLeftovers(env);
   if (leftovers) log.warn({ count: leftovers }, 'destroyed containers left by a previous run');
-  const pool = new Pool({
+  const slots = hostSlots().filter((b) => b !== config.idmapBase);
+  if (slots.length === 0) throw new Error('no subordinate id ranges for root besides the images\' one: run scripts/install-host.sh (it adds root ranges to /etc/subuid and /etc/subgid)');
+  const idmap = new IdmapAllocator({ file: join(config.stateDir, `idmap-${config.name}.json`), slots, imageBase: config.idmapBase, inUse: (b) => pool.holdsRange(b) });
+  const pool: Pool = new Pool({
     env,
     images: () => images,
+    idmap,
     warm: config.warm,
     maxUses: config.maxUses,
     idleTtlMs: config.idleTtl * 1000,
+    maxIdle: config.maxIdle,
+    maxIdlePerTenant: config.maxIdlePerTenant,
     log,
   });
   let heartbeat: NodeJS.Timeout | undefined;
@@ -51,11 +61,19 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ level
       type: 'hello',
       version: PROTOCOL_VERSION,
       agent: config.name,
-      capacity: { ...hostCapacity(), slots: config.slots },
+      capacity: { ...hostCapacity(config.memory), slots: config.slots },
       ...state(),
     }),
   });
-  const runner: Runner = new Runner({ pool, send: (m) => connection.send(m), log, pids: config.pids, killGraceMs: config.killGraceMs });
+  const runner: Runner = new Runner({
+    pool,
+    send: (m) => connection.send(m),
+    log,
+    pids: config.pids,
+    killGraceMs: config.killGraceMs,
+    jobUid: config.jobUid,
+    rootImages: config.rootImages,
+  });
 
   const handlers: { [T in GatewayMessage['type']]: (m: Extract<GatewayMessage, { type: T }>) => void } = {
     welcome(m) {

@@ -29,8 +29,21 @@ const AgentConfigSchema = z.object({
   lxcPath: z.string().default('/var/lib/lxc'),
   /** Where the agent keeps its executor binary. */
   stateDir: z.string().default('/var/lib/corral'),
-  /** First host uid/gid that container root maps to (see /etc/subuid). */
+  /** First host uid/gid of the range that owns image files (see /etc/subuid); tenants get other ranges. */
   idmapBase: z.coerce.number().int().min(1).default(1_000_000),
+  /** The uid (and gid) a job runs as inside its container. */
+  jobUid: z.coerce.number().int().min(1).max(65534).default(1000),
+  /** Images whose jobs run as root inside the user namespace (for package installs); comma-separated. */
+  rootImages: z
+    .string()
+    .default('')
+    .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean)),
+  /** Idle warm containers kept in all; past it the least recently used is recycled. */
+  maxIdle: z.coerce.number().int().min(0).max(4096).default(64),
+  /** Idle warm containers kept per tenant. */
+  maxIdlePerTenant: z.coerce.number().int().min(0).max(4096).default(8),
+  /** Bytes of memory limits this node offers (default: total memory less a reserve for the host). */
+  memory: z.coerce.number().int().min(64 * 1024 ** 2).optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -51,6 +64,11 @@ const ENV_KEYS: Record<keyof z.input<typeof AgentConfigSchema>, string> = {
   lxcPath: 'CORRAL_LXC_PATH',
   stateDir: 'CORRAL_STATE_DIR',
   idmapBase: 'CORRAL_IDMAP_BASE',
+  jobUid: 'CORRAL_JOB_UID',
+  rootImages: 'CORRAL_ROOT_IMAGES',
+  maxIdle: 'CORRAL_MAX_IDLE',
+  maxIdlePerTenant: 'CORRAL_MAX_IDLE_PER_TENANT',
+  memory: 'CORRAL_MEMORY_BYTES',
   logLevel: 'CORRAL_LOG_LEVEL',
 };
 
@@ -61,4 +79,8 @@ export function loadAgentConfig(flags: Record<string, string | boolean> = {}, en
   return parseConfig(AgentConfigSchema, mergeSources(ENV_KEYS, flags, env), ENV_KEYS);
 }
 
-export const hostCapacity = () => ({ cpus: cpus().length, memoryBytes: totalmem() });
+/** Memory kept back for the host (agent, gateway, kernel) when the node's offer is not configured. */
+const hostReserve = (total: number) => Math.max(512 * 1024 ** 2, Math.floor(total / 10));
+
+/** What this node offers the scheduler: its CPUs and the memory limits it may hold at once. */
+export const hostCapacity = (memory?: number) => ({ cpus: cpus().length, memoryBytes: memory ?? Math.max(64 * 1024 ** 2, totalmem() - hostReserve(totalmem())) });

@@ -1,6 +1,7 @@
 import { constants } from 'node:os';
 import type { Logger } from 'pino';
 import { MAX_OUTPUT_CHUNK_BYTES, type AgentMessage, type GatewayMessage } from '../src/protocol/messages.js';
+import type { ExitStatus } from './executor/client.js';
 import type { Container } from './pool/container.js';
 import type { Pool } from './pool/pool.js';
 
@@ -18,6 +19,10 @@ export interface RunnerOptions {
   log: Logger;
   pids: number;
   killGraceMs: number;
+  /** The uid a job runs as inside its container. */
+  jobUid: number;
+  /** Images whose jobs run as root inside the user namespace. */
+  rootImages: readonly string[];
 }
 
 interface Active {
@@ -33,8 +38,14 @@ interface Active {
 
 /**
  * Runs attempts: takes a container from the pool, applies the job's limits to its cgroup, hands
- * the command to the container's executor, streams output, enforces the timeout (TERM, then KILL
- * after a grace), and reports the exit with CPU time and peak memory from the cgroup.
+ * the command to the container's executor, streams output, enforces the timeout, and reports the
+ * exit with CPU time and peak memory from the cgroup.
+ *
+ * Deadlines do not depend on the executor: at the timeout (or a cancel) the executor is asked to
+ * TERM the job, and `killGraceMs` later the agent kills the container's whole cgroup from the
+ * host and destroys the container, whether the executor answered, froze, or died. An executor
+ * that breaks its protocol or goes away costs that attempt (`agent_error`, charged to the job's
+ * own retries) and that container, nothing else.
  */
 export class Runner {
   private readonly active = new Map<string, Active>();
@@ -95,31 +106,32 @@ export class Runner {
     const started = performance.now();
 
     const argv = typeof spec.command === 'string' ? ['/bin/sh', '-c', spec.command] : spec.command;
-    const env = { PATH: DEFAULT_PATH, HOME: '/root', CORRAL_JOB_ID: m.jobId, CORRAL_ATTEMPT: String(m.attempt), ...spec.env };
-    let outputLeft = spec.maxOutputBytes ?? Infinity;
+    const uid = this.o.rootImages.includes(spec.image) ? 0 : this.o.jobUid;
+    const env = { PATH: DEFAULT_PATH, HOME: uid === 0 ? '/root' : '/tmp', CORRAL_JOB_ID: m.jobId, CORRAL_ATTEMPT: String(m.attempt), ...spec.env };
     const forward = (stream: 'stdout' | 'stderr') => (data: Buffer) => {
-      // Past the job's cap the bytes are drained but not sent; the gateway records the truncation.
-      const keep = data.subarray(0, Math.max(0, Math.min(data.length, outputLeft + 1)));
-      outputLeft -= keep.length;
-      for (let i = 0; i < keep.length; i += MAX_OUTPUT_CHUNK_BYTES) {
-        this.o.send({ type: 'output', jobId: m.jobId, fence: m.fence, stream, data: keep.subarray(i, i + MAX_OUTPUT_CHUNK_BYTES).toString('base64') });
+      for (let i = 0; i < data.length; i += MAX_OUTPUT_CHUNK_BYTES) {
+        this.o.send({ type: 'output', jobId: m.jobId, fence: m.fence, stream, data: data.subarray(i, i + MAX_OUTPUT_CHUNK_BYTES).toString('base64') });
       }
     };
     const onOut = forward('stdout');
     const onErr = forward('stderr');
 
     let startedTimer: NodeJS.Timeout | undefined;
-    const status = await new Promise<{ code: number | null; signal: number | null } | 'lost'>((resolve) => {
+    const status = await new Promise<ExitStatus | 'lost' | 'killed'>((resolve) => {
       let grace: NodeJS.Timeout | undefined;
       const kill = (reason: 'timeout' | 'cancelled') => {
         if (a.stopping && grace) return;
         a.stopping = reason;
         c.exec.kill(constants.signals.SIGTERM);
-        grace = setTimeout(() => c.exec.kill(constants.signals.SIGKILL), this.o.killGraceMs);
+        // From the host, with or without the executor's help.
+        grace = setTimeout(() => {
+          c.cgroup.killAll();
+          done('killed');
+        }, this.o.killGraceMs);
       };
       a.kill = kill;
       const timer = setTimeout(() => kill('timeout'), spec.timeout * 1000);
-      const done = (s: { code: number | null; signal: number | null } | 'lost') => {
+      const done = (s: ExitStatus | 'lost' | 'killed') => {
         clearTimeout(timer);
         if (startedTimer) {
           clearTimeout(startedTimer);
@@ -138,7 +150,9 @@ export class Runner {
       c.exec.on('stderr', onErr);
       c.exec.once('exit', done);
       c.exec.once('close', onClose);
-      c.exec.run({ argv, env, ...(spec.stdin !== undefined && { stdin: Buffer.from(spec.stdin) }) });
+      // One byte past the cap tells the gateway the output was cut.
+      const outputBudget = spec.maxOutputBytes === undefined ? Number.MAX_SAFE_INTEGER : spec.maxOutputBytes + 1;
+      c.exec.run({ argv, env, uid, gid: uid, outputBudget, ...(spec.stdin !== undefined && { stdin: Buffer.from(spec.stdin) }) });
       // A job that ends within STARTED_AFTER_MS reports its start with its end, in one frame.
       startedTimer = setTimeout(() => {
         startedTimer = undefined;
@@ -149,17 +163,26 @@ export class Runner {
 
     const wallMs = performance.now() - started;
     const after = c.cgroup.usage();
+    // CPU time is charged however the attempt ended.
     const usage = { cpuSeconds: Math.max(0, after.cpuNs - before.cpuNs) / 1e9, peakMemoryBytes: c.cgroup.peakMemoryBytes(), wallMs };
-    if (status === 'lost') {
+    if (status === 'killed') {
       this.o.pool.release(c, true);
-      return { exitCode: null, signal: null, reason: 'agent_error', detail: 'the container executor went away', ...usage };
+      return { exitCode: null, signal: 'SIGKILL', reason: a.stopping!, ...usage };
+    }
+    if (status === 'lost') {
+      // The job is the one thing that ran in there: a broken executor is charged to the job.
+      c.cgroup.killAll();
+      this.o.pool.release(c, true);
+      if (a.stopping) return { exitCode: null, signal: 'SIGKILL', reason: a.stopping, ...usage };
+      return { exitCode: null, signal: null, reason: 'agent_error', fault: 'job', detail: c.exec.failure ?? 'the container executor went away', ...usage };
     }
     const oom = after.oomKills > before.oomKills;
     const signal = status.signal === null ? null : (SIGNAL_NAMES.get(status.signal) ?? `SIG${status.signal}`);
     const reason: Result['reason'] = a.stopping ?? (oom ? 'oom' : 'exit');
-    // Processes that escaped the job's process group would outlive it: such a container is not reused.
-    const stragglers = c.cgroup.procs().length > 1;
-    this.o.pool.release(c, reason !== 'exit' || stragglers);
+    // Anything but the executor still alive (the executor could not reap it, or lies) would
+    // outlive the job: such a container is not reused. pids.current counts child cgroups too.
+    const dirty = !status.clean || c.cgroup.tasks() > 1;
+    this.o.pool.release(c, reason !== 'exit' || dirty);
     return { exitCode: status.code, signal, reason, ...usage };
   }
 }

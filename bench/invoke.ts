@@ -10,6 +10,7 @@
  *            alone (no HTTP, gateway or agent protocol), one at a time and in CLIENTS containers
  *            at once: what running the no-op itself costs, which no platform code can beat.
  */
+import { hostSlots } from '../agent/lxc/idmap.js';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -151,13 +152,14 @@ const row = (name: string, ms: number[], extra: Row = {}) => {
 // The executor floor: containers started directly, runs handed to their executors.
 {
   const host = loadAgentConfig({ gateway: 'ws://unused', token: 'unused' }, {});
-  const env = { agent: `bench${process.pid}`, lxcPath: host.lxcPath, executor: await ensureExecutor(host.stateDir), idmapBase: host.idmapBase, diskBytes: host.disk };
-  const containers = await Promise.all(Array.from({ length: CLIENTS }, () => Container.start('busybox', env)));
+  const env = { agent: `bench${process.pid}`, lxcPath: host.lxcPath, executor: await ensureExecutor(host.stateDir), diskBytes: host.disk };
+  const range = hostSlots().find((b) => b !== host.idmapBase)!;
+  const containers = await Promise.all(Array.from({ length: CLIENTS }, () => Container.start('busybox', env, range)));
   const once = (c: Container) =>
     new Promise<number>((resolve) => {
       const t0 = performance.now();
       c.exec.once('exit', () => resolve(performance.now() - t0));
-      c.exec.run({ argv: ['/bin/true'], env: { PATH: '/bin' } });
+      c.exec.run({ argv: ['/bin/true'], env: { PATH: '/bin' }, uid: host.jobUid, gid: host.jobUid, outputBudget: 1024 });
     });
   try {
     for (let i = 0; i < 50; i++) await once(containers[0]!);

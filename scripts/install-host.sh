@@ -17,7 +17,12 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# Root-owned unprivileged containers map container ids 0..65535 onto host ids from 1000000 up.
-grep -q '^root:1000000:' /etc/subuid 2>/dev/null || echo 'root:1000000:1000000' >> /etc/subuid
-grep -q '^root:1000000:' /etc/subgid 2>/dev/null || echo 'root:1000000:1000000' >> /etc/subgid
+# Root-owned unprivileged containers map container ids 0..65535 onto host ranges of 65536 ids:
+# the first range (1000000) owns image files, every tenant gets a range of its own after it.
+# 1000 ranges: 1000000 .. 66535999. An older, shorter entry is widened.
+for f in /etc/subuid /etc/subgid; do
+  touch "$f"
+  sed -i '/^root:1000000:/d' "$f"
+  echo 'root:1000000:65536000' >> "$f"
+done
 mkdir -p /var/lib/lxc

@@ -95,7 +95,7 @@ describe('agents', () => {
       expect(await t.output(job.id)).toBe('finished\n');
     } finally {
       await killed(victim.child, 'SIGKILL');
-      await destroyLeftovers({ agent: 'victim', lxcPath: '/var/lib/lxc', executor: '', idmapBase: 1_000_000, diskBytes: 0 });
+      await destroyLeftovers({ agent: 'victim', lxcPath: '/var/lib/lxc', executor: '', diskBytes: 0 });
     }
   });
 

@@ -1,4 +1,4 @@
-import { closeSync, existsSync, openSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 export interface Limits {
@@ -78,6 +78,40 @@ class OpenFiles {
   }
 }
 
+/** Host pids in `dir` and every cgroup below it. */
+function subtreeProcs(dir: string): number[] {
+  const out: number[] = [];
+  const walk = (d: string) => {
+    try {
+      for (const line of read(join(d, 'cgroup.procs')).split('\n')) if (line) out.push(Number(line));
+      for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name));
+    } catch {
+      /* a child cgroup removed while we walk */
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+function killEach(pids: number[]): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+/** Freezes `set(true)`, kills every pid `list()` gives, thaws: nothing forks between the list and the kill. */
+function freezeAndKill(setFrozen: (frozen: boolean) => boolean, list: () => number[]): void {
+  const frozen = setFrozen(true);
+  killEach(list());
+  // Pending SIGKILLs take effect as the tasks thaw; a second pass catches a fork that raced the freeze.
+  if (frozen) setFrozen(false);
+  killEach(list());
+}
+
 function keyed(text: string, key: string): number {
   const m = new RegExp(`^${key} (\\d+)$`, 'm').exec(text);
   return m ? Number(m[1]) : 0;
@@ -95,8 +129,15 @@ export interface ContainerCgroup {
   resetPeak(): void;
   usage(): Usage;
   peakMemoryBytes(): number;
-  /** Pids of every process in the container. */
+  /** Host pids of the processes in the container's own cgroup (not its children). */
   procs(): number[];
+  /** Tasks in the container's whole subtree, child cgroups included (pids.current). */
+  tasks(): number;
+  /**
+   * Kills every process in the subtree from the host, without the executor's help: frozen,
+   * stopped, traced or spinning, all get SIGKILL (freeze, kill, thaw on v1; cgroup.kill on v2).
+   */
+  killAll(): void;
   /** Closes the files kept open (the container is gone). */
   close(): void;
 }
@@ -175,6 +216,18 @@ class V1 implements ContainerCgroup {
     return this.f.read(join(this.dir('pids'), 'cgroup.procs')).split('\n').filter(Boolean).map(Number);
   }
 
+  tasks(): number {
+    return Number(this.f.read(join(this.dir('pids'), 'pids.current')));
+  }
+
+  killAll(): void {
+    const state = join(this.dir('freezer'), 'freezer.state');
+    freezeAndKill(
+      (frozen) => tryWrite(state, frozen ? 'FROZEN' : 'THAWED'),
+      () => subtreeProcs(this.dir('pids')),
+    );
+  }
+
   close(): void {
     this.f.close();
   }
@@ -214,6 +267,19 @@ class V2 implements ContainerCgroup {
 
   procs(): number[] {
     return this.f.read(join(this.dir, 'cgroup.procs')).split('\n').filter(Boolean).map(Number);
+  }
+
+  tasks(): number {
+    return Number(this.f.read(join(this.dir, 'pids.current')));
+  }
+
+  killAll(): void {
+    // cgroup.kill (Linux 5.14+) kills the subtree atomically, frozen tasks included.
+    if (tryWrite(join(this.dir, 'cgroup.kill'), 1)) return;
+    freezeAndKill(
+      (frozen) => tryWrite(join(this.dir, 'cgroup.freeze'), frozen ? 1 : 0),
+      () => subtreeProcs(this.dir),
+    );
   }
 
   close(): void {

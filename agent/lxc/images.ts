@@ -1,4 +1,4 @@
-import { existsSync, lstatSync, lchownSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, lchownSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execTool, IMAGE_PREFIX, lxcLs } from './lxc.js';
 
@@ -35,6 +35,17 @@ function shiftOwners(dir: string, base: number): void {
   walk(dir);
 }
 
+/**
+ * Opens an image's folders to every tenant's id range for reading (its files stay owned by the
+ * images' range, so no tenant's root can write them): containers of each tenant map onto their
+ * own host range and must traverse the image to mount it as their lower layer.
+ */
+export function shareImage(h: ImageHost, name: string): void {
+  const dir = join(h.lxcPath, IMAGE_PREFIX + name);
+  chmodSync(dir, 0o755);
+  chmodSync(join(dir, 'rootfs'), 0o755);
+}
+
 /** Writes the image's own LXC config (it is never started; job containers are snapshots of it). */
 function writeImageConfig(h: ImageHost, name: string): void {
   const dir = join(h.lxcPath, IMAGE_PREFIX + name);
@@ -42,6 +53,7 @@ function writeImageConfig(h: ImageHost, name: string): void {
     join(dir, 'config'),
     [`lxc.uts.name = ${IMAGE_PREFIX}${name}`, `lxc.rootfs.path = dir:${join(dir, 'rootfs')}`, `lxc.idmap = u 0 ${h.idmapBase} 65536`, `lxc.idmap = g 0 ${h.idmapBase} 65536`, 'lxc.net.0.type = empty', ''].join('\n'),
   );
+  shareImage(h, name);
 }
 
 /** busybox, offline, from LXC's busybox template and the host's static busybox. */

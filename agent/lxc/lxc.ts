@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -16,7 +16,24 @@ export async function execTool(tool: string, args: string[], timeoutMs = 60_000)
 }
 
 /** LXC's own denylist (kexec, module loading, open_by_handle_at, forced umount …). */
-const SECCOMP = '/usr/share/lxc/config/common.seccomp';
+export const SECCOMP = '/usr/share/lxc/config/common.seccomp';
+
+/**
+ * Capabilities the container keeps (lxc.cap.keep; everything else leaves the bounding set):
+ * what the executor needs to drop a job to its uid (setuid, setgid, setpcap) and to kill what a
+ * job leaves (kill), plus what a job of an image that opts in to root needs for package
+ * installs. No sys_admin, sys_ptrace, net_admin, sys_module, mac_*, sys_time, sys_rawio.
+ */
+export const CONTAINER_CAPS = ['chown', 'dac_override', 'fowner', 'fsetid', 'kill', 'setgid', 'setuid', 'setpcap', 'net_bind_service', 'sys_chroot', 'mknod', 'audit_write', 'setfcap'];
+
+/** Whether this host runs AppArmor (then containers get LXC's generated profile). */
+export function hostHasAppArmor(): boolean {
+  try {
+    return readFileSync('/sys/module/apparmor/parameters/enabled', 'utf8').trim() === 'Y';
+  } catch {
+    return false;
+  }
+}
 
 export const IMAGE_PREFIX = 'corral-img-';
 export const CONTAINER_PREFIX = 'corral-run-';
@@ -31,7 +48,8 @@ export interface ContainerConfig {
   lxcPath: string;
   imageRootfs: string;
   upperDir: string;
-  idmapBase: number;
+  /** First host id of the range the container's ids 0..65535 map onto (its tenant's). */
+  idBase: number;
   executor: string;
   sockDir: string;
   network: boolean;
@@ -39,23 +57,25 @@ export interface ContainerConfig {
 
 /**
  * The LXC config of one job container: an overlay snapshot of the image, user-namespaced
- * (root inside is `idmapBase` outside), no network interface but lo, the resident executor as
- * init, and its socket directory bind-mounted from the host.
+ * (root inside is `idBase` outside), no network interface but lo, the resident executor as
+ * init, and its socket directory bind-mounted from the host. Without LXC's seccomp profile no
+ * container starts: a container never runs unfiltered.
  */
 export function containerConfig(c: ContainerConfig): string {
+  if (!existsSync(SECCOMP)) throw new Error(`${SECCOMP} is missing: refusing to start containers without a seccomp profile`);
   return [
     'lxc.uts.name = corral',
     `lxc.rootfs.path = overlay:${c.imageRootfs}:${c.upperDir}`,
-    `lxc.idmap = u 0 ${c.idmapBase} 65536`,
-    `lxc.idmap = g 0 ${c.idmapBase} 65536`,
+    `lxc.idmap = u 0 ${c.idBase} 65536`,
+    `lxc.idmap = g 0 ${c.idBase} 65536`,
     c.network ? 'lxc.net.0.type = veth\nlxc.net.0.link = lxcbr0\nlxc.net.0.flags = up' : 'lxc.net.0.type = empty',
-    'lxc.apparmor.profile = unconfined',
+    `lxc.apparmor.profile = ${hostHasAppArmor() ? 'generated' : 'unconfined'}`,
     'lxc.autodev = 1',
     'lxc.tty.max = 0',
     'lxc.pty.max = 16',
     'lxc.console.path = none',
-    'lxc.cap.drop = sys_module mac_admin mac_override sys_time sys_rawio sys_boot',
-    ...(existsSync(SECCOMP) ? [`lxc.seccomp.profile = ${SECCOMP}`] : []),
+    `lxc.cap.keep = ${CONTAINER_CAPS.join(' ')}`,
+    `lxc.seccomp.profile = ${SECCOMP}`,
     'lxc.mount.auto = proc:mixed sys:ro cgroup:mixed',
     `lxc.mount.entry = ${c.executor} .corral/bin/corral-exec none ro,bind,create=file 0 0`,
     `lxc.mount.entry = ${c.sockDir} .corral/run none rw,bind,create=dir 0 0`,

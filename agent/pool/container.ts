@@ -10,7 +10,6 @@ export interface ContainerEnv {
   agent: string;
   lxcPath: string;
   executor: string;
-  idmapBase: number;
   diskBytes: number;
 }
 
@@ -54,6 +53,8 @@ export class Container {
   private constructor(
     readonly image: string,
     private readonly env: ContainerEnv,
+    /** First host id of the range this container's ids map onto (its tenant's, or a spare). */
+    readonly idBase: number,
   ) {
     this.name = `${containerPrefix(env.agent)}${randomBytes(6).toString('hex')}`;
   }
@@ -66,9 +67,9 @@ export class Container {
     return join(this.dir, 'overlay', 'run');
   }
 
-  /** Creates and starts a container of `image`; resolves when its executor answers. */
-  static async start(image: string, env: ContainerEnv): Promise<Container> {
-    const c = new Container(image, env);
+  /** Creates and starts a container of `image` in the id range at `idBase`; resolves when its executor answers. */
+  static async start(image: string, env: ContainerEnv, idBase: number): Promise<Container> {
+    const c = new Container(image, env, idBase);
     try {
       await c.create();
       await execTool('lxc-start', ['-P', env.lxcPath, '-n', c.name, '-p', join(c.dir, 'init.pid'), '-l', 'WARN', '-o', join(c.dir, 'lxc.log')], 30_000);
@@ -89,7 +90,7 @@ export class Container {
   }
 
   private async create(): Promise<void> {
-    const { idmapBase: id } = this.env;
+    const id = this.idBase;
     const overlay = join(this.dir, 'overlay');
     // Like lxc-copy: the container's directory belongs to its root, who mounts the overlay inside it.
     mkdirSync(overlay, { recursive: true, mode: 0o770 });
@@ -106,7 +107,7 @@ export class Container {
         lxcPath: this.env.lxcPath,
         imageRootfs: join(this.env.lxcPath, `corral-img-${this.image}`, 'rootfs'),
         upperDir: join(overlay, 'delta'),
-        idmapBase: id,
+        idBase: id,
         executor: this.env.executor,
         sockDir: this.sockDir,
         network: false,

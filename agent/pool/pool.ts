@@ -1,14 +1,20 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
+import type { IdmapAllocator } from '../lxc/idmap.js';
 import { Container, type ContainerEnv } from './container.js';
 
 export interface PoolOptions {
   env: ContainerEnv;
   images: () => string[];
+  /** Host id ranges per tenant (see IdmapAllocator). */
+  idmap: IdmapAllocator;
   /** Blank containers kept ready per image. */
   warm: number;
   maxUses: number;
   idleTtlMs: number;
+  /** Idle warm containers kept in all, and per tenant; past either the least recently used goes. */
+  maxIdle: number;
+  maxIdlePerTenant: number;
   log: Logger;
   clock?: () => number;
 }
@@ -28,7 +34,12 @@ const key = (tenant: string, image: string) => `${tenant}\0${image}`;
 /**
  * The agent's containers. Blank ones are pre-warmed per image and refilled in the background;
  * a container, once used by a tenant, is bound to (tenant, image) and only ever reused for that
- * pair; it is recycled after a bad end, `maxUses`, or `idleTtlMs` idle. One attempt per container.
+ * pair; it is recycled after a bad end, `maxUses`, or `idleTtlMs` idle, and when idle ones pass
+ * `maxIdle` (or `maxIdlePerTenant`) the least recently used goes. One attempt per container.
+ *
+ * Every container maps its ids onto its tenant's own host range (IdmapAllocator). A blank one
+ * starts in a spare range, so only a tenant without a range yet can take it (adopting the range);
+ * a tenant that has one gets its idle warm container, or a new one started in its range.
  */
 export class Pool extends EventEmitter<PoolEvents> {
   private readonly blank = new Map<string, Container[]>();
@@ -77,9 +88,11 @@ export class Pool extends EventEmitter<PoolEvents> {
 
   private async startBlank(image: string): Promise<void> {
     this.starting.set(image, (this.starting.get(image) ?? 0) + 1);
+    let spare: number | undefined;
     try {
-      const c = await Container.start(image, this.o.env);
-      if (this.stopped) return void (await c.destroy());
+      spare = this.o.idmap.spare();
+      const c = await Container.start(image, this.o.env, spare);
+      if (this.stopped) return void (await this.recycle(c));
       c.exec.once('close', () => this.forget(c));
       const list = this.blank.get(image) ?? [];
       list.push(c);
@@ -87,6 +100,7 @@ export class Pool extends EventEmitter<PoolEvents> {
       this.backoff.delete(image);
       this.emit('pool:changed');
     } catch (error) {
+      if (spare !== undefined) this.o.idmap.release(spare);
       const ms = Math.min(60_000, (this.backoff.get(image)?.ms ?? 500) * 2);
       this.backoff.set(image, { until: this.clock() + ms, ms });
       this.o.log.error({ err: error, image }, 'could not start a blank container');
@@ -112,8 +126,9 @@ export class Pool extends EventEmitter<PoolEvents> {
   }
 
   /**
-   * A container for one attempt: the tenant's idle warm one for this image, else a blank one
-   * (which becomes the tenant's), else a new one started now. `fresh` skips warm containers.
+   * A container for one attempt: the tenant's idle warm one for this image, else (for a tenant
+   * with no id range here yet) a blank one, whose range becomes the tenant's, else a new one
+   * started now in the tenant's range. `fresh` skips warm containers.
    */
   async acquire(tenant: string, image: string, fresh: boolean): Promise<Lease> {
     let kind: Lease['kind'] = 'cold';
@@ -122,11 +137,14 @@ export class Pool extends EventEmitter<PoolEvents> {
       c = this.idle.get(key(tenant, image))?.pop();
       if (c) kind = 'warm';
     }
-    if (!c) {
+    if (!c && this.o.idmap.rangeOf(tenant) === undefined) {
       c = this.blank.get(image)?.shift();
-      if (c) kind = 'blank';
+      if (c) {
+        kind = 'blank';
+        this.o.idmap.adopt(c.idBase, tenant);
+      }
     }
-    if (!c) c = await Container.start(image, this.o.env);
+    if (!c) c = await Container.start(image, this.o.env, this.o.idmap.forTenant(tenant));
     if (kind !== 'cold') this.refill();
     c.tenant = tenant;
     c.uses++;
@@ -146,12 +164,39 @@ export class Pool extends EventEmitter<PoolEvents> {
       const list = this.idle.get(k) ?? [];
       list.push(c);
       this.idle.set(k, list);
+      this.capIdle(c.tenant!);
     }
     this.emit('pool:changed');
   }
 
+  /** Recycles the least recently used idle containers past the per-tenant and total caps. */
+  private capIdle(tenant: string): void {
+    const all = [...this.idle.values()].flat();
+    const mine = all.filter((c) => c.tenant === tenant);
+    const lru = (list: Container[]) => list.reduce((a, b) => (b.lastUsed < a.lastUsed ? b : a));
+    if (mine.length > this.o.maxIdlePerTenant) this.evict(lru(mine));
+    else if (all.length > this.o.maxIdle) this.evict(lru(all));
+  }
+
+  private evict(c: Container): void {
+    const k = key(c.tenant!, c.image);
+    const list = this.idle.get(k)!.filter((x) => x !== c);
+    if (list.length) this.idle.set(k, list);
+    else this.idle.delete(k);
+    void this.recycle(c);
+  }
+
+  /** Whether any container of this pool maps onto the id range at `base`. */
+  holdsRange(base: number): boolean {
+    for (const c of this.busy) if (c.idBase === base) return true;
+    for (const m of [this.blank, this.idle]) for (const list of m.values()) if (list.some((c) => c.idBase === base)) return true;
+    return false;
+  }
+
   private async recycle(c: Container): Promise<void> {
     this.recycledCount++;
+    // A blank container no tenant adopted gives its spare range back.
+    if (c.tenant === undefined) this.o.idmap.release(c.idBase);
     await c.destroy().catch((error: unknown) => this.o.log.warn({ err: error, container: c.name }, 'destroy failed'));
   }
 
@@ -175,7 +220,7 @@ export class Pool extends EventEmitter<PoolEvents> {
     this.busy.clear();
     this.blank.clear();
     this.idle.clear();
-    await Promise.all(all.map((c) => c.destroy()));
+    await Promise.all(all.map((c) => this.recycle(c)));
     // Blank containers still starting destroy themselves when they see `stopped`.
     while ([...this.starting.values()].some((n) => n > 0)) await new Promise((r) => setTimeout(r, 20));
   }

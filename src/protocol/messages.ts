@@ -40,6 +40,11 @@ export const ResultSchema = z.object({
   peakMemoryBytes: z.number().int().nonnegative().optional(),
   wallMs: z.number().nonnegative().optional(),
   detail: z.string().max(1024).optional(),
+  /**
+   * Whose fault an `agent_error` was: `job` when the job broke its own container (its executor
+   * died or misbehaved) — charged to the job's retries; otherwise the platform's, retried free.
+   */
+  fault: z.enum(['job', 'platform']).optional(),
 });
 
 export const AgentMessage = z.discriminatedUnion('type', [

@@ -18,8 +18,9 @@ export type RetryDecision =
 
 /**
  * The one place that decides what an ended attempt means for its job. Success is exit code 0;
- * a cancel wins over everything; platform failures retry without counting; anything else retries
- * while retries remain, with exponential backoff.
+ * a cancel wins over everything; platform failures retry without counting; anything else — an
+ * agent_error the job caused included, so breaking its own container buys no free retries —
+ * retries while retries remain, with exponential backoff.
  */
 export function decideAfterAttempt(i: RetryInput, backoffBaseMs: number): RetryDecision {
   const { result } = i;
@@ -29,7 +30,7 @@ export function decideAfterAttempt(i: RetryInput, backoffBaseMs: number): RetryD
   if (result.reason === 'exit' && result.exitCode === 0) {
     return { kind: 'final', state: 'succeeded', failures: i.failures, platformFailures: i.platformFailures };
   }
-  if (result.reason === 'agent_error') {
+  if (result.reason === 'agent_error' && result.fault !== 'job') {
     const platformFailures = i.platformFailures + 1;
     if (platformFailures <= MAX_PLATFORM_FAILURES) {
       // The job did nothing wrong: run it again at once, elsewhere if need be.

@@ -6,6 +6,14 @@ export const FINAL_STATES: ReadonlySet<JobState> = new Set(['succeeded', 'failed
 export const REASONS = ['exit', 'timeout', 'oom', 'cancelled', 'agent_error'] as const;
 export type Reason = (typeof REASONS)[number];
 
+/**
+ * Why a job ended: an attempt's reason, or one the gateway gives a job it ends without running:
+ * `rejected` (its spec does not fit the agent protocol), `unplaceable` (no connected agent could
+ * take it — its image, CPUs or memory — for the placement wait). Both come with a `detail`.
+ */
+export const JOB_REASONS = [...REASONS, 'rejected', 'unplaceable'] as const;
+export type JobReason = (typeof JOB_REASONS)[number];
+
 /** What an agent reports when an attempt ends. */
 export interface AttemptResult {
   exitCode: number | null;
@@ -14,4 +22,6 @@ export interface AttemptResult {
   cpuSeconds?: number;
   peakMemoryBytes?: number;
   detail?: string;
+  /** `job` when an `agent_error` was the job's own doing (see ResultSchema): it uses up a retry. */
+  fault?: 'job' | 'platform';
 }

@@ -1,0 +1,134 @@
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+/** Ids in one container's user namespace: container ids 0..65535 map onto one such range. */
+export const RANGE_SIZE = 65536;
+
+/** root's subordinate id ranges from an /etc/subuid or /etc/subgid text: [start, count][]. */
+export function parseSubids(text: string): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (const line of text.split('\n')) {
+    const [who, start, count] = line.trim().split(':');
+    if ((who === 'root' || who === '0') && /^\d+$/.test(start ?? '') && /^\d+$/.test(count ?? '')) out.push([Number(start), Number(count)]);
+  }
+  return out;
+}
+
+/** Whole ranges of RANGE_SIZE ids that both the uid and the gid ranges grant. */
+export function slotsOf(uids: Array<[number, number]>, gids: Array<[number, number]>): number[] {
+  const granted = (list: Array<[number, number]>, base: number) => list.some(([s, c]) => base >= s && base + RANGE_SIZE <= s + c);
+  const bases = new Set<number>();
+  for (const [start, count] of uids) for (let b = start; b + RANGE_SIZE <= start + count; b += RANGE_SIZE) if (granted(gids, b)) bases.add(b);
+  return [...bases].sort((a, b) => a - b);
+}
+
+interface Record {
+  /** tenant → first host id of its range. */
+  tenants: { [tenant: string]: number };
+  /** tenant → when a container of it last started (ms), for eviction. */
+  used: { [tenant: string]: number };
+}
+
+export interface IdmapOptions {
+  /** Where the assignment is recorded (survives agent restarts). */
+  file: string;
+  /** Ranges root may map (from /etc/subuid and /etc/subgid). */
+  slots: number[];
+  /** The images' range: owns image files, never given to a tenant. */
+  imageBase: number;
+  /** Whether a range still has live containers (such a range is never taken from its tenant). */
+  inUse: (base: number) => boolean;
+  clock?: () => number;
+}
+
+/**
+ * Host id ranges per tenant: each tenant's containers map their ids onto the tenant's own range,
+ * so a process that broke out of one tenant's container owns nothing of another tenant's — not
+ * its processes, not its files. Ranges come from root's entries in /etc/subuid and /etc/subgid,
+ * are recorded in a file so a tenant keeps its range across restarts, and are reused for that
+ * tenant. Blank containers start in a range no tenant holds yet; the first tenant to take one
+ * adopts its range. When every range is taken, the least recently used tenant with no live
+ * container gives its range up.
+ */
+export class IdmapAllocator {
+  private readonly rec: Record;
+  private readonly clock: () => number;
+  /** Ranges of blank containers, not yet any tenant's. */
+  private readonly spares = new Set<number>();
+
+  constructor(private readonly o: IdmapOptions) {
+    this.clock = o.clock ?? Date.now;
+    this.rec = existsSync(o.file) ? (JSON.parse(readFileSync(o.file, 'utf8')) as Record) : { tenants: {}, used: {} };
+    // A range the host no longer grants (subuid edited) is forgotten.
+    for (const [t, base] of Object.entries(this.rec.tenants)) if (!this.usable(base)) delete this.rec.tenants[t];
+  }
+
+  private usable(base: number): boolean {
+    return this.o.slots.includes(base) && base !== this.o.imageBase;
+  }
+
+  /** The tenant's range, allocated on first use. */
+  forTenant(tenant: string): number {
+    let base = this.rec.tenants[tenant];
+    if (base === undefined) {
+      base = this.free();
+      this.rec.tenants[tenant] = base;
+    }
+    this.rec.used[tenant] = this.clock();
+    this.save();
+    return base;
+  }
+
+  /** The tenant's range if it has one. */
+  rangeOf(tenant: string): number | undefined {
+    return this.rec.tenants[tenant];
+  }
+
+  /** A range for a blank container: no tenant's. Give it back with `release` if no tenant adopts it. */
+  spare(): number {
+    const base = this.free();
+    this.spares.add(base);
+    return base;
+  }
+
+  /** A tenant with no range takes a blank container's spare range as its own. */
+  adopt(base: number, tenant: string): void {
+    if (!this.spares.delete(base) || this.rec.tenants[tenant] !== undefined) throw new Error(`range ${base} cannot be adopted by ${tenant}`);
+    this.rec.tenants[tenant] = base;
+    this.rec.used[tenant] = this.clock();
+    this.save();
+  }
+
+  /** A blank container's spare range is free again. */
+  release(base: number): void {
+    this.spares.delete(base);
+  }
+
+  private free(): number {
+    const taken = new Set([...Object.values(this.rec.tenants), ...this.spares]);
+    const base = this.o.slots.find((b) => this.usable(b) && !taken.has(b));
+    if (base !== undefined) return base;
+    // Every range is held: take the one of the least recently used tenant that runs nothing here.
+    const idle = Object.entries(this.rec.tenants)
+      .filter(([, b]) => !this.o.inUse(b))
+      .sort(([a], [b]) => (this.rec.used[a] ?? 0) - (this.rec.used[b] ?? 0));
+    const [tenant, reclaimed] = idle[0] ?? [];
+    if (tenant === undefined || reclaimed === undefined) throw new Error('no free id range: add ranges for root to /etc/subuid and /etc/subgid');
+    delete this.rec.tenants[tenant];
+    delete this.rec.used[tenant];
+    return reclaimed;
+  }
+
+  private save(): void {
+    mkdirSync(dirname(this.o.file), { recursive: true, mode: 0o700 });
+    const tmp = `${this.o.file}.tmp`;
+    writeFileSync(tmp, JSON.stringify(this.rec), { mode: 0o600 });
+    renameSync(tmp, this.o.file);
+  }
+}
+
+/** root's ranges on this host, from /etc/subuid and /etc/subgid. */
+export function hostSlots(): number[] {
+  const read = (f: string) => (existsSync(f) ? readFileSync(f, 'utf8') : '');
+  return slotsOf(parseSubids(read('/etc/subuid')), parseSubids(read('/etc/subgid')));
+}
