@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseMemory } from './jobs/size.js';
 
 /**
  * The gateway's settings, parsed once at start-up from flags and the environment (flags win).
@@ -31,6 +32,29 @@ const GatewayConfigSchema = z.object({
     .transform((v) => v === 'true' || v === '1'),
   /** How long an attempt's lease lasts without a heartbeat, in ms. */
   leaseMs: z.coerce.number().int().positive().default(15_000),
+  /**
+   * How long a queued job may wait while no connected agent could take it — none offers its
+   * image, or none has the CPUs its cpuset names or the memory it asks for — before it ends
+   * `failed` with reason `unplaceable`. Counted from the later of the job becoming runnable and
+   * the last time an agent offered its image (or the gateway's start, so agents can dial in).
+   */
+  placementWaitMs: z.coerce.number().int().positive().default(10 * 60_000),
+  /**
+   * Memory kept back on every agent for the node itself (the agent, the kernel, container
+   * overhead): placement never promises jobs more than an agent's reported memory minus this.
+   * Bytes, or a size such as "512M".
+   */
+  memoryReserve: z
+    .union([z.number(), z.string()])
+    .default('256M')
+    .transform((v, ctx) => {
+      const bytes = parseMemory(v);
+      if (bytes === undefined || bytes < 0) {
+        ctx.addIssue({ code: 'custom', message: 'must be bytes or a size such as "512M"' });
+        return z.NEVER;
+      }
+      return bytes;
+    }),
   /** Let callbacks reach loopback and private addresses (off: a tenant could probe the gateway's network). */
   callbackPrivate: z
     .enum(['true', 'false', '1', '0'])
@@ -58,6 +82,8 @@ const ENV_KEYS: Record<keyof z.input<typeof GatewayConfigSchema>, string> = {
   sync: 'CORRAL_SYNC',
   groupCommit: 'CORRAL_GROUP_COMMIT',
   leaseMs: 'CORRAL_LEASE_MS',
+  placementWaitMs: 'CORRAL_PLACEMENT_WAIT_MS',
+  memoryReserve: 'CORRAL_MEMORY_RESERVE',
   callbackPrivate: 'CORRAL_CALLBACK_PRIVATE',
   logLevel: 'CORRAL_LOG_LEVEL',
   publicUrl: 'CORRAL_PUBLIC_URL',

@@ -56,14 +56,18 @@ export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Serv
   const machine = new JobMachine(store.sqlite, { leaseMs: config.leaseMs, ...(o.clock && { clock: o.clock }), ...(o.backoffBaseMs !== undefined && { backoffBaseMs: o.backoffBaseMs }) });
   const output = new OutputStore(store.sqlite);
   const tenants = new TenantService(store);
-  const images = new ImageRegistry(config.defaultImages);
-  const admission = new Admission(store.sqlite, images);
+  const images = new ImageRegistry(config.defaultImages, { placementWaitMs: config.placementWaitMs, ...(o.clock && { clock: o.clock }) });
+  let hub: AgentHub | undefined;
+  const admission = new Admission(store.sqlite, images, () => hub?.agents() ?? [], config.memoryReserve);
   const jobs = new JobService(store, machine, tenants, admission, config.defaultImage);
   const waiters = new JobWaiters(machine, store.durable);
-  let hub: AgentHub | undefined;
   const metrics = new Metrics(store.sqlite, { agents: () => hub?.count() ?? 0, defaultMetrics: true });
   hub = new AgentHub({ machine, output, images, metrics, log, verifier, heartbeatMs: Math.max(500, Math.floor(config.leaseMs / 3)), commit: store.commit });
-  const scheduler = new Scheduler(store.sqlite, machine, hub, tenants, log);
+  const scheduler = new Scheduler(store.sqlite, machine, hub, tenants, log, {
+    images,
+    placementWaitMs: config.placementWaitMs,
+    memoryReserveBytes: config.memoryReserve,
+  });
   const callbacks = new Callbacks(machine, jobs, { allowPrivate: config.callbackPrivate, log, durable: store.durable });
   return { config, log, store, secret, verifier, machine, output, tenants, images, admission, jobs, waiters, hub, scheduler, metrics, callbacks };
 }

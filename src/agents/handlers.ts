@@ -5,7 +5,7 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { OutputStore } from '../output/store.js';
 import type { AgentMessage } from '../protocol/messages.js';
 import type { JobMachine } from '../queue/machine.js';
-import { warmKey, type AgentConn } from './conn.js';
+import { release, warmKey, type AgentConn } from './conn.js';
 import type { AgentHub } from './hub.js';
 
 export interface HandlerDeps {
@@ -32,13 +32,13 @@ const handlers: { [T in Exclude<AgentMessage['type'], 'hello'>]: (d: HandlerDeps
     for (const r of m.running) {
       reported.add(r.jobId);
       if (!d.machine.renewOne(r.jobId, r.fence)) {
-        a.running.delete(r.jobId);
+        release(a, r.jobId);
         d.hub.sendTo(a, { type: 'cancel', jobId: r.jobId, fence: r.fence });
       }
     }
     // Attempts the agent did not report and the gateway gave up on (lease expired, job deleted)
     // no longer hold a slot; reported ones were just checked by renewOne.
-    for (const [jobId, fence] of a.running) if (!reported.has(jobId) && !d.machine.isCurrent(jobId, fence)) a.running.delete(jobId);
+    for (const [jobId, fence] of a.running) if (!reported.has(jobId) && !d.machine.isCurrent(jobId, fence)) release(a, jobId);
   },
 
   pool(_d, a, m) {
@@ -59,7 +59,7 @@ const handlers: { [T in Exclude<AgentMessage['type'], 'hello'>]: (d: HandlerDeps
   },
 
   ended(d, a, m) {
-    if (a.running.get(m.jobId) === m.fence) a.running.delete(m.jobId);
+    if (a.running.get(m.jobId) === m.fence) release(a, m.jobId);
     d.metrics.attemptsEnded.inc({ reason: m.result.reason });
     try {
       if (m.container !== undefined) d.machine.start(m.jobId, m.fence, m.container, d.machine.clock() - Math.round(m.result.wallMs ?? 0));

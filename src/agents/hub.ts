@@ -13,7 +13,7 @@ import {
   type GatewayMessage,
 } from '../protocol/messages.js';
 import { handleMessage, type HandlerDeps } from './handlers.js';
-import { warmKey, type AgentConn } from './conn.js';
+import { assign, warmKey, type AgentConn } from './conn.js';
 
 export interface HubEvents {
   /** Capacity appeared: an agent said hello, or a slot came free. */
@@ -121,6 +121,8 @@ export class AgentHub extends EventEmitter<HubEvents> {
       images: hello.images,
       pool: hello.pool,
       running: new Map(),
+      memory: new Map(),
+      memoryCommitted: 0,
       warm: new Map(hello.pool.warm.map((w) => [warmKey(w.tenant, w.image), w.idle])),
       connectedAt: Date.now(),
       lastSeen: Date.now(),
@@ -130,7 +132,7 @@ export class AgentHub extends EventEmitter<HubEvents> {
     this.sendTo(conn, { type: 'welcome', version: PROTOCOL_VERSION, agent: conn.id, heartbeatMs: this.deps.heartbeatMs });
     // Attempts it still runs from before a reconnect: keep the current ones, stop the stale ones.
     for (const r of hello.running) {
-      if (this.deps.machine.renewOne(r.jobId, r.fence)) conn.running.set(r.jobId, r.fence);
+      if (this.deps.machine.renewOne(r.jobId, r.fence)) assign(conn, r.jobId, r.fence, this.deps.machine.memoryOf(r.jobId));
       else this.sendTo(conn, { type: 'cancel', jobId: r.jobId, fence: r.fence });
     }
     this.deps.log.info({ agent: conn.id, capacity: hello.capacity, images: hello.images, resumed: conn.running.size }, 'agent connected');
@@ -144,8 +146,13 @@ export class AgentHub extends EventEmitter<HubEvents> {
   }
 
   sendTo(conn: AgentConn, msg: GatewayMessage): boolean {
+    return this.sendEncoded(conn, JSON.stringify(msg));
+  }
+
+  /** Sends a frame already encoded (and checked against the protocol) by the caller. */
+  sendEncoded(conn: AgentConn, text: string): boolean {
     if (conn.ws.readyState !== conn.ws.OPEN) return false;
-    conn.ws.send(JSON.stringify(msg));
+    conn.ws.send(text);
     return true;
   }
 

@@ -1,19 +1,39 @@
 import type Database from 'better-sqlite3';
+import { allocatableMemory, type AgentConn } from '../agents/conn.js';
 import { LimitExceeded, QuotaExceeded, Unprocessable } from '../errors/domain.js';
 import type { ImageRegistry } from '../images/registry.js';
 import type { Quota } from '../tenants/quota.js';
 import { RateLimiter } from '../tenants/rate.js';
-import type { JobSpec } from './spec.js';
+import { MIN_MEMORY_BYTES, parseCpuset, type JobSpec } from './spec.js';
 
 const DEFAULT_MEMORY_BYTES = 256 * 1024 ** 2;
 const COUNT_TTL_MS = 250;
 
-/** How many CPUs a cpuset such as "0-1,4" names. */
+/** How many CPUs a cpuset such as "0-1,4" names (0 for one that does not parse: the schema refuses those). */
 export function cpusetSize(cpuset: string): number {
-  return cpuset.split(',').reduce((n, part) => {
-    const [a, b] = part.split('-').map(Number);
-    return n + (b === undefined ? 1 : Math.max(0, b - a! + 1));
-  }, 0);
+  const r = parseCpuset(cpuset);
+  return 'cpus' in r ? r.cpus.length : 0;
+}
+
+/** The highest CPU number in a cpuset (-1 for one that does not parse: the schema refuses those). */
+export function cpusetHighest(cpuset: string): number {
+  const r = parseCpuset(cpuset);
+  return 'cpus' in r ? (r.cpus[r.cpus.length - 1] ?? -1) : -1;
+}
+
+/**
+ * Stored quotas from before limits had to be positive may hold a zero that would accept jobs
+ * no one can run (maxConcurrent 0) or never accept any (maxQueued 0): refuse the job naming
+ * the limit, so the admin sees what to fix.
+ */
+function unusableQuota(q: Quota): void {
+  const zero = (['maxConcurrent', 'maxTimeoutSeconds', 'maxCpu', 'maxOutputBytes', 'ratePerMinute', 'maxQueued', 'cpuSecondsPerDay'] as const).find(
+    (k) => q[k] !== null && !(q[k]! > 0),
+  );
+  if (zero) throw new LimitExceeded(`the tenant's ${zero} is ${q[zero]}: no job can run; an admin must raise it`, zero, zero);
+  if (q.maxMemoryBytes < MIN_MEMORY_BYTES) {
+    throw new LimitExceeded(`the tenant's maxMemoryBytes (${q.maxMemoryBytes}) is below the smallest job (${MIN_MEMORY_BYTES} bytes)`, 'maxMemoryBytes', 'maxMemoryBytes');
+  }
 }
 
 /**
@@ -31,6 +51,9 @@ export class Admission {
   constructor(
     db: Database.Database,
     private readonly images: ImageRegistry,
+    /** The agents connected now: a job none of them could ever take is refused at submit. */
+    private readonly agents: () => readonly AgentConn[] = () => [],
+    private readonly memoryReserveBytes = 0,
   ) {
     this.queuedCount = db.prepare(`SELECT count(*) AS n FROM jobs WHERE tenant = ? AND state = 'queued'`).pluck();
     this.cpuUsed = db.prepare(`SELECT coalesce(sum(cpu_seconds), 0) FROM attempts WHERE tenant = ? AND ended_at >= ?`).pluck();
@@ -38,9 +61,10 @@ export class Admission {
 
   /** Checks `spec` against `quota` and fills unset limits; throws a domain error when it may not run. */
   admit(tenant: string, spec: JobSpec, quota: Quota, now = Date.now()): JobSpec {
-    if (!this.images.known(spec.image)) throw new Unprocessable(`image "${spec.image}" is not available`, 'image');
+    if (!this.images.known(spec.image)) throw new Unprocessable(`image "${spec.image}" is not offered by any agent`, 'image');
     // Containers have no network interface but lo; no policy grants one yet.
     if (spec.network) throw new Unprocessable('network access is not allowed by this gateway', 'network');
+    unusableQuota(quota);
     if (spec.timeout > quota.maxTimeoutSeconds) {
       throw new LimitExceeded(`timeout ${spec.timeout}s exceeds the tenant's maxTimeoutSeconds (${quota.maxTimeoutSeconds})`, 'timeout', 'maxTimeoutSeconds');
     }
@@ -53,20 +77,44 @@ export class Admission {
     if (spec.cpuset !== undefined && cpusetSize(spec.cpuset) > quota.maxCpu) {
       throw new LimitExceeded(`cpuset names more CPUs than the tenant's maxCpu (${quota.maxCpu})`, 'cpuset', 'maxCpu');
     }
-    const r = this.rate.take(tenant, quota.ratePerMinute, now);
-    if (!r.ok) throw new QuotaExceeded(`more than ${quota.ratePerMinute} submissions a minute`, 'ratePerMinute', r.retryAfter);
-    if (this.queued(tenant, now) >= quota.maxQueued) {
-      throw new QuotaExceeded(`the tenant already has ${quota.maxQueued} jobs queued`, 'maxQueued', 5);
-    }
-    if (this.cpuSecondsToday(tenant, now) >= quota.cpuSecondsPerDay) {
-      throw new QuotaExceeded(`the tenant used its ${quota.cpuSecondsPerDay} CPU-seconds for the last 24 hours`, 'cpuSecondsPerDay', 3600);
-    }
-    this.counts.get(tenant)!.added++;
-    return {
+    const filled: JobSpec = {
       ...spec,
       memory: spec.memory ?? Math.min(DEFAULT_MEMORY_BYTES, quota.maxMemoryBytes),
       ...(spec.cpu === undefined && spec.cpuset === undefined && { cpu: quota.maxCpu }),
     };
+    this.fitsSomeAgent(filled);
+    if (quota.ratePerMinute !== null) {
+      const r = this.rate.take(tenant, quota.ratePerMinute, now);
+      if (!r.ok) throw new QuotaExceeded(`more than ${quota.ratePerMinute} submissions a minute`, 'ratePerMinute', r.retryAfter);
+    }
+    const queued = this.queued(tenant, now);
+    if (quota.maxQueued !== null && queued >= quota.maxQueued) {
+      throw new QuotaExceeded(`the tenant already has ${quota.maxQueued} jobs queued`, 'maxQueued', 5);
+    }
+    if (quota.cpuSecondsPerDay !== null && this.cpuSecondsToday(tenant, now) >= quota.cpuSecondsPerDay) {
+      throw new QuotaExceeded(`the tenant used its ${quota.cpuSecondsPerDay} CPU-seconds for the last 24 hours`, 'cpuSecondsPerDay', 3600);
+    }
+    this.counts.get(tenant)!.added++;
+    return filled;
+  }
+
+  /**
+   * A job whose CPUs or memory no connected agent has is refused now rather than queued to wait
+   * for a bigger agent. With no agent connected nothing is known, and the job may wait; the
+   * scheduler ends it `unplaceable` if no agent able to take it comes within the placement wait.
+   */
+  private fitsSomeAgent(spec: JobSpec): void {
+    const agents = this.agents();
+    if (agents.length === 0) return;
+    if (spec.cpuset !== undefined) {
+      const cpus = Math.max(...agents.map((a) => a.capacity.cpus));
+      const highest = cpusetHighest(spec.cpuset);
+      if (highest >= cpus) throw new Unprocessable(`cpuset names CPU ${highest}, but no agent has more than ${cpus} CPUs (0-${Math.floor(cpus) - 1})`, 'cpuset');
+    }
+    const memory = Math.max(...agents.map((a) => allocatableMemory(a, this.memoryReserveBytes)));
+    if (spec.memory! > memory) {
+      throw new Unprocessable(`memory ${spec.memory} bytes is more than any agent can allocate (at most ${memory} bytes)`, 'memory');
+    }
   }
 
   /** Queue depth, counted at most every 250 ms and advanced locally in between. */

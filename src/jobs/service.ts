@@ -101,7 +101,7 @@ export class JobService {
       );
       // The view of what was just written, without reading it back.
       const job = toJobView(
-        { id, name: req.name ?? null, tenant, state: 'queued', spec, exitCode: null, signal: null, reason: null, createdAt: now, startedAt: null, endedAt: null, outputBytes: 0, outputTruncated: false },
+        { id, name: req.name ?? null, tenant, state: 'queued', spec, exitCode: null, signal: null, reason: null, detail: null, createdAt: now, startedAt: null, endedAt: null, outputBytes: 0, outputTruncated: false },
         [],
       );
       return { job: o.hold ? await o.hold(job) : job, created: true };

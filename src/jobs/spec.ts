@@ -1,4 +1,7 @@
 import { z } from '@hono/zod-openapi';
+import { parseMemory } from './size.js';
+
+export { parseMemory };
 
 /** Characters a job's text fields may never hold: NUL breaks argv and C strings inside the container. */
 const NO_NUL = /^[^\0]*$/;
@@ -11,19 +14,8 @@ export const MAX_NAME_LENGTH = 200;
 const MAX_TIMEOUT_SECONDS = 7 * 24 * 3600;
 export const JOB_ID = /^job_[0-9A-HJKMNP-TV-Z]{26}$/;
 
-const MEMORY_UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
-const MEMORY_TEXT = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$/i;
 export const MIN_MEMORY_BYTES = 8 * 1024 ** 2;
 const MAX_MEMORY_BYTES = 1024 ** 4;
-
-/** "256M", "1.5G", "512MiB" or a byte count → bytes. */
-export function parseMemory(value: string | number): number | undefined {
-  if (typeof value === 'number') return Number.isSafeInteger(value) ? value : undefined;
-  const m = MEMORY_TEXT.exec(value.trim());
-  if (!m) return undefined;
-  const bytes = Math.floor(Number(m[1]) * (MEMORY_UNITS[(m[2] ?? '').toUpperCase()] ?? NaN));
-  return Number.isSafeInteger(bytes) ? bytes : undefined;
-}
 
 const utf8Bytes = (s: string) => Buffer.byteLength(s, 'utf8');
 
@@ -88,11 +80,49 @@ export const MemorySchema = z
   })
   .openapi({ type: 'string', example: '256M', description: 'Bytes, or a size with K/M/G/T suffix.' });
 
+/** The highest CPU number a cpuset may name: far above any machine, low enough to bound the set. */
+const MAX_CPU_INDEX = 4095;
+
+/**
+ * A cpuset such as "0-1,4" → its CPU numbers, ascending; or the reason it is not one. Strict, as
+ * the kernel is: each range runs low to high ("5-1" is an error, not an empty set) and no CPU is
+ * named twice (a tenant could otherwise make "0,0,0" count as one CPU against maxCpu while asking
+ * for more in another spelling).
+ */
+export function parseCpuset(text: string): { cpus: number[] } | { error: string } {
+  if (!/^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$/.test(text)) return { error: 'cpuset must look like "0-1" or "0,2"' };
+  const seen = new Set<number>();
+  for (const part of text.split(',')) {
+    const [a, b = a] = part.split('-').map(Number) as [number, number?];
+    if (a > b!) return { error: `cpuset range "${part}" runs backwards; write it low-high` };
+    if (b! > MAX_CPU_INDEX) return { error: `cpuset names CPU ${b}; the highest allowed is ${MAX_CPU_INDEX}` };
+    for (let c = a; c <= b!; c++) {
+      if (seen.has(c)) return { error: `cpuset names CPU ${c} more than once` };
+      seen.add(c);
+    }
+  }
+  return { cpus: [...seen].sort((x, y) => x - y) };
+}
+
 export const CpusetSchema = z
   .string()
   .max(64)
-  .regex(/^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$/, 'cpuset must look like "0-1" or "0,2"')
+  .superRefine((s, ctx) => {
+    const r = parseCpuset(s);
+    if ('error' in r) ctx.addIssue({ code: 'custom', message: r.error });
+  })
   .openapi({ example: '0-1' });
+
+/**
+ * The largest `run` frame a job that passes JobRequestSchema can produce, in bytes. JSON escapes
+ * a control character as \u00XX, six bytes for one, so every text field may grow sixfold
+ * (stdin, command or argv, env values; env names are plain ASCII); the fixed fields (ids, image,
+ * cpuset, numbers, keys) fit easily in the 16 KiB allowance. Measured on the worst case:
+ * stdin 1 572 866 + command 393 218 + env 393 206 bytes → a 2 359 750-byte frame
+ * (test/hostile/gateway-input.test.ts builds it). The protocol's MAX_FRAME_BYTES must stay
+ * well above this; a test checks it does.
+ */
+export const WORST_RUN_FRAME_BYTES = 6 * (MAX_STDIN_BYTES + MAX_COMMAND_BYTES + MAX_ENV_BYTES) + 16 * 1024;
 
 /** The body of `POST /v1/jobs`. */
 export const JobRequestSchema = z

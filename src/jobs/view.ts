@@ -1,5 +1,5 @@
 import { z } from '@hono/zod-openapi';
-import { JOB_STATES, REASONS } from '../queue/states.js';
+import { JOB_REASONS, JOB_STATES, REASONS } from '../queue/states.js';
 import type { JobSpec } from './spec.js';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -27,7 +27,9 @@ export const JobViewSchema = z
     state: z.enum(JOB_STATES),
     exitCode: z.number().int().nullable(),
     signal: z.string().nullable(),
-    reason: z.enum(REASONS).nullable(),
+    reason: z.enum(JOB_REASONS).nullable(),
+    /** Set when the gateway ended the job without running it (`rejected`, `unplaceable`): why. */
+    detail: z.string().nullable(),
     command: z.union([z.string(), z.array(z.string())]),
     image: z.string(),
     timeout: z.number(),
@@ -60,6 +62,7 @@ export interface JobRow {
   exitCode: number | null;
   signal: string | null;
   reason: string | null;
+  detail: string | null;
   createdAt: number;
   startedAt: number | null;
   endedAt: number | null;
@@ -91,6 +94,7 @@ export function toJobView(row: JobRow, attempts: AttemptRow[]): JobView {
     exitCode: row.exitCode,
     signal: row.signal,
     reason: row.reason as JobView['reason'],
+    detail: row.detail,
     ...request,
     attempts: attempts.map((a) => ({
       n: a.n,
@@ -100,7 +104,7 @@ export function toJobView(row: JobRow, attempts: AttemptRow[]): JobView {
       endedAt: iso(a.endedAt),
       exitCode: a.exitCode,
       signal: a.signal,
-      reason: a.reason as JobView['reason'],
+      reason: a.reason as JobView['attempts'][number]['reason'],
       cpuSeconds: a.cpuSeconds,
       peakMemoryBytes: a.peakMemoryBytes,
     })),

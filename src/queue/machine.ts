@@ -3,7 +3,7 @@ import type Database from 'better-sqlite3';
 import { LeaseLost } from '../errors/domain.js';
 import { decideAfterAttempt } from './retry.js';
 import { prepareQueueSql, type QueueSql } from './sql.js';
-import type { AttemptResult, JobState } from './states.js';
+import type { AttemptResult, JobReason, JobState } from './states.js';
 
 export type Clock = () => number;
 
@@ -45,6 +45,7 @@ export interface MachineOptions {
  *   queued → running (claim) → succeeded | failed | timed_out | cancelled (finish)
  *   running → queued (finish with retries left, or reapExpired)
  *   queued → cancelled (cancel)
+ *   queued → failed (reject: the gateway will not run it)
  */
 export class JobMachine extends EventEmitter<MachineEvents> {
   readonly sql: QueueSql;
@@ -134,6 +135,12 @@ export class JobMachine extends EventEmitter<MachineEvents> {
     return this.sql.renewJob.run({ jobId, fence, leaseExpiresAt: this.clock() + this.leaseMs }).changes === 1;
   }
 
+  /** The memory limit a job runs with (0 if unknown: jobs from before limits were always filled). */
+  memoryOf(jobId: string): number {
+    const m = this.sql.memoryOf.get(jobId);
+    return typeof m === 'number' ? m : 0;
+  }
+
   /** Whether (jobId, fence) is the current attempt of a running job. */
   isCurrent(jobId: string, fence: number): boolean {
     return this.sql.runningForFence.get({ jobId, fence }) !== undefined;
@@ -175,6 +182,23 @@ export class JobMachine extends EventEmitter<MachineEvents> {
     if (outcome.state === 'queued') this.emit('job:queued', { jobId, tenant: outcome.tenant });
     else this.emit('job:ended', { jobId, tenant: outcome.tenant, state: outcome.state });
     return outcome.state;
+  }
+
+  /**
+   * queued → failed without an attempt, for a job the gateway will not run: its run frame does
+   * not fit the agent protocol (`rejected`), or no connected agent could take it for the
+   * placement wait (`unplaceable`). The failure is the job's own, not a platform retry. Returns
+   * the tenant, or undefined when the job was no longer queued. It does not emit: the caller
+   * runs inside a transaction and calls `announceEnd` after it commits.
+   */
+  reject(jobId: string, reason: Extract<JobReason, 'rejected' | 'unplaceable'>, detail: string): string | undefined {
+    const row = this.sql.rejectQueued.get({ jobId, reason, detail, now: this.clock() }) as { tenant: string } | undefined;
+    return row?.tenant;
+  }
+
+  /** Tells listeners a committed transition ended a job (waiters, callbacks). */
+  announceEnd(jobId: string, tenant: string, state: JobState): void {
+    this.emit('job:ended', { jobId, tenant, state });
   }
 
   /**

@@ -57,6 +57,10 @@ export function prepareQueueSql(db: Database.Database) {
       `UPDATE jobs SET state = 'cancelled', reason = 'cancelled', ended_at = @now WHERE id = @jobId AND state = 'queued'
        RETURNING tenant`,
     ),
+    rejectQueued: db.prepare(
+      `UPDATE jobs SET state = 'failed', reason = @reason, detail = @detail, ended_at = @now WHERE id = @jobId AND state = 'queued'
+       RETURNING tenant`,
+    ),
     requestCancel: db.prepare(
       `UPDATE jobs SET cancel_requested = 1 WHERE id = @jobId AND state = 'running' RETURNING agent, fence, tenant`,
     ),
@@ -64,6 +68,7 @@ export function prepareQueueSql(db: Database.Database) {
       `SELECT id, fence FROM jobs WHERE state = 'running' AND lease_expires_at < @now ORDER BY lease_expires_at LIMIT 500`,
     ),
     deleteJob: db.prepare(`DELETE FROM jobs WHERE id = @jobId`),
+    memoryOf: db.prepare(`SELECT json_extract(spec, '$.memory') FROM jobs WHERE id = ?`).pluck(),
     stateOf: db.prepare(`SELECT state, agent, fence, tenant FROM jobs WHERE id = @jobId`),
   };
 }

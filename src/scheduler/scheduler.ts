@@ -1,23 +1,52 @@
 import { EventEmitter } from 'node:events';
 import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
-import { freeSlots, warmKey, type AgentConn } from '../agents/conn.js';
+import { allocatableMemory, assign, freeMemory, freeSlots, warmKey, type AgentConn } from '../agents/conn.js';
 import type { AgentHub } from '../agents/hub.js';
 import { lazyTransaction } from '../db/group-commit.js';
+import type { ImageRegistry } from '../images/registry.js';
+import { cpusetHighest } from '../jobs/admission.js';
 import type { JobSpec } from '../jobs/spec.js';
 import type { JobMachine } from '../queue/machine.js';
 import type { TenantService } from '../tenants/service.js';
+import { encodeRun, runFrameProblem, type RunFrame } from './run-frame.js';
 
 export interface SchedulerEvents {
   'scheduler:error': [{ error: unknown }];
   'job:dispatched': [{ jobId: string; agent: string; fence: number; warm: boolean }];
+  /** The gateway ended a queued job itself: its frame would not fit the protocol, or no agent could take it. */
+  'job:rejected': [{ jobId: string; reason: 'rejected' | 'unplaceable'; detail: string }];
+}
+
+export interface SchedulerOptions {
+  tickMs?: number;
+  /** Who offers which image: jobs for an image no agent offers end after `placementWaitMs`. */
+  images?: ImageRegistry;
+  /** How long a queued job may wait while no connected agent could take it (see GatewayConfig). */
+  placementWaitMs?: number;
+  /** Memory kept back on every agent; placement promises at most the rest. */
+  memoryReserveBytes?: number;
 }
 
 interface Candidate {
   id: string;
   image: string;
   spec: string;
+  runAfter: number;
+  /** Parsed on first look; a candidate may be looked at in several rounds of a pass. */
+  need?: Need;
 }
+
+/** What placement needs of a job, parsed once per candidate. */
+interface Need {
+  spec: JobSpec;
+  memory: number;
+  /** Highest CPU its cpuset names, -1 without one. */
+  highestCpu: number;
+}
+
+/** How often queued jobs are checked for an image no agent offers: the check reads every queued row's image. */
+const SWEEP_EVERY_MS = 2000;
 
 /**
  * Moves queued jobs onto agents: fair across tenants (one job per tenant per round), within each
@@ -34,6 +63,12 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   private readonly tenantsWithWork;
   private readonly nextForTenant;
   private readonly runningByTenant;
+  private readonly queuedImages;
+  private readonly queuedForImage;
+  private readonly tickMs: number;
+  private readonly placementWaitMs: number;
+  private readonly reserve: number;
+  private lastSweep = -Infinity;
 
   constructor(
     private readonly db: Database.Database,
@@ -41,13 +76,18 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     private readonly hub: AgentHub,
     private readonly tenants: TenantService,
     private readonly log: Logger,
-    private readonly tickMs = 250,
+    private readonly o: SchedulerOptions = {},
   ) {
     super();
+    this.tickMs = o.tickMs ?? 250;
+    this.placementWaitMs = o.placementWaitMs ?? 10 * 60_000;
+    this.reserve = o.memoryReserveBytes ?? 0;
     this.tenantsWithWork = db.prepare(`SELECT DISTINCT tenant FROM jobs WHERE state = 'queued' AND run_after <= ?`).pluck();
     this.nextForTenant = db.prepare(
-      `SELECT id, image, spec FROM jobs WHERE tenant = ? AND state = 'queued' AND run_after <= ? ORDER BY run_after, id LIMIT ?`,
+      `SELECT id, image, spec, run_after AS runAfter FROM jobs WHERE tenant = ? AND state = 'queued' AND run_after <= ? ORDER BY run_after, id LIMIT ?`,
     );
+    this.queuedImages = db.prepare(`SELECT DISTINCT image FROM jobs WHERE state = 'queued'`).pluck();
+    this.queuedForImage = db.prepare(`SELECT id FROM jobs WHERE state = 'queued' AND image = ? AND run_after <= ? LIMIT 1000`).pluck();
     this.runningByTenant = db.prepare(`SELECT count(*) FROM jobs WHERE tenant = ? AND state = 'running'`).pluck();
   }
 
@@ -56,6 +96,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.hub.on('capacity', this.kick);
     this.timer = setInterval(() => {
       this.reap();
+      if (this.machine.clock() - this.lastSweep >= SWEEP_EVERY_MS) this.sweepUnplaceable();
       this.kick();
     }, this.tickMs);
     this.timer.unref();
@@ -112,6 +153,51 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     }
   }
 
+  /**
+   * Ends `unplaceable` the queued jobs whose image no connected agent has offered for the
+   * placement wait (and that have waited that long themselves). Runs on the timer, every
+   * couple of seconds. Returns jobs ended.
+   */
+  sweepUnplaceable(): number {
+    const now = this.machine.clock();
+    this.lastSweep = now;
+    const images = this.o.images;
+    if (!images) return 0;
+    try {
+      const outbox: Array<() => void> = [];
+      const n = lazyTransaction(this.db, () => {
+        let ended = 0;
+        for (const image of this.queuedImages.all() as string[]) {
+          const since = images.missingSince(image);
+          if (since === undefined || now - since < this.placementWaitMs) continue;
+          const detail = `no connected agent has offered image "${image}" for ${Math.round((now - since) / 1000)} s`;
+          for (const id of this.queuedForImage.all(image, now - this.placementWaitMs) as string[]) {
+            if (this.reject(id, 'unplaceable', detail, outbox)) ended++;
+          }
+        }
+        return ended;
+      });
+      for (const send of outbox) send();
+      return n;
+    } catch (error) {
+      this.log.error({ err: error }, 'unplaceable sweep failed');
+      this.emit('scheduler:error', { error });
+      return 0;
+    }
+  }
+
+  /** Ends a queued job without running it; its end is announced after the transaction commits. */
+  private reject(jobId: string, reason: 'rejected' | 'unplaceable', detail: string, outbox: Array<() => void>): boolean {
+    const tenant = this.machine.reject(jobId, reason, detail);
+    if (tenant === undefined) return false;
+    this.log.info({ jobId, tenant, reason, detail }, 'job ended without running');
+    outbox.push(() => {
+      this.machine.announceEnd(jobId, tenant, 'failed');
+      this.emit('job:rejected', { jobId, reason, detail });
+    });
+    return true;
+  }
+
   private pass(outbox: Array<() => void>): number {
     const agents = this.hub.agents().filter((a) => freeSlots(a) > 0);
     let free = agents.reduce((n, a) => n + freeSlots(a), 0);
@@ -139,15 +225,24 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
         // The first of this tenant's candidates that some agent can take.
         for (let i = 0; i < s.queue.length; i++) {
           const job = s.queue[i]!;
-          const agent = this.pick(agents, t, job);
-          if (!agent) continue;
+          const need = (job.need ??= this.need(job));
+          const agent = this.pick(agents, t, job, need);
+          if (!agent) {
+            if (this.unplaceable(job, need, now, outbox)) {
+              s.queue.splice(i--, 1);
+              progress = true;
+            }
+            continue;
+          }
           s.queue.splice(i, 1);
-          if (this.dispatch(agent, t, job, outbox)) {
+          const outcome = this.dispatch(agent, t, job, need, outbox);
+          if (outcome === 'sent') {
             s.room--;
             free--;
             dispatched++;
-            progress = true;
           }
+          // A rejected job took no slot: the tenant's next candidate may go in its place.
+          if (outcome !== 'lost') progress = true;
           break;
         }
         if (free === 0) break;
@@ -156,12 +251,39 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     return dispatched;
   }
 
-  private pick(agents: AgentConn[], tenant: string, job: Candidate): AgentConn | undefined {
+  private need(job: Candidate): Need {
+    const spec = JSON.parse(job.spec) as JobSpec;
+    return { spec, memory: spec.memory ?? 0, highestCpu: spec.cpuset === undefined ? -1 : cpusetHighest(spec.cpuset) };
+  }
+
+  /** Whether `a` could ever run the job, busy or not: its image, the CPUs its cpuset names, its memory. */
+  private fits(a: AgentConn, image: string, need: Need): boolean {
+    return a.images.includes(image) && need.highestCpu < a.capacity.cpus && need.memory <= allocatableMemory(a, this.reserve);
+  }
+
+  /**
+   * A candidate no connected agent could ever take (its image offered but too few CPUs or too
+   * little memory anywhere): after the placement wait it ends `unplaceable`. Agents that are
+   * merely busy do not count: the job waits for them.
+   */
+  private unplaceable(job: Candidate, need: Need, now: number, outbox: Array<() => void>): boolean {
+    if (now - job.runAfter < this.placementWaitMs) return false;
+    const agents = this.hub.agents();
+    if (agents.some((a) => this.fits(a, job.image, need))) return false;
+    const detail = agents.some((a) => a.images.includes(job.image))
+      ? `no connected agent has the ${need.highestCpu >= 0 ? `CPUs (up to CPU ${need.highestCpu}) or ` : ''}memory (${need.memory} bytes) this job asks for`
+      : `no connected agent offers image "${job.image}"`;
+    return this.reject(job.id, 'unplaceable', detail, outbox);
+  }
+
+  private pick(agents: AgentConn[], tenant: string, job: Candidate, need: Need): AgentConn | undefined {
     let best: AgentConn | undefined;
     let bestScore = -1;
     const key = warmKey(tenant, job.image);
     for (const a of agents) {
       if (freeSlots(a) <= 0 || !a.images.includes(job.image)) continue;
+      // Never promise an agent more memory than it has (less the reserve), nor CPUs it lacks.
+      if (need.memory > freeMemory(a, this.reserve) || need.highestCpu >= a.capacity.cpus) continue;
       // Prefer a warm container for this (tenant, image), then a blank one, then the emptiest agent.
       const score = ((a.warm.get(key) ?? 0) > 0 ? 2000 : 0) + ((a.pool.blank[job.image] ?? 0) > 0 ? 1000 : 0) + freeSlots(a);
       if (score > bestScore) {
@@ -172,20 +294,28 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     return best;
   }
 
-  private dispatch(agent: AgentConn, tenant: string, job: Candidate, outbox: Array<() => void>): boolean {
+  /**
+   * Claims the job for `agent` and queues its `run` frame. The frame is checked first with the
+   * agent's own schema and size limit: a job whose frame the agent would refuse (or whose size
+   * would close the link) ends `rejected` as its own failure instead of looping as agent errors.
+   */
+  private dispatch(agent: AgentConn, tenant: string, job: Candidate, need: Need, outbox: Array<() => void>): 'sent' | 'lost' | 'rejected' {
+    const { retries: _retries, callbackUrl: _cb, ...run } = need.spec;
+    const frame: RunFrame = { type: 'run', jobId: job.id, fence: 0, tenant, attempt: 1, spec: run };
+    const specJson = JSON.stringify(run);
+    const problem = runFrameProblem(frame, specJson);
+    if (problem) return this.reject(job.id, 'rejected', problem, outbox) ? 'rejected' : 'lost';
     const claim = this.machine.claim(job.id, agent.id);
-    if (!claim) return false;
-    const spec = JSON.parse(job.spec) as JobSpec;
+    if (!claim) return 'lost';
     const key = warmKey(tenant, job.image);
-    const warm = (agent.warm.get(key) ?? 0) > 0 && !spec.fresh;
+    const warm = (agent.warm.get(key) ?? 0) > 0 && !need.spec.fresh;
     if (warm) agent.warm.set(key, agent.warm.get(key)! - 1);
-    agent.running.set(job.id, claim.fence);
-    const { retries: _retries, callbackUrl: _cb, ...run } = spec;
+    assign(agent, job.id, claim.fence, need.memory);
     outbox.push(() => {
-      const sent = this.hub.sendTo(agent, { type: 'run', jobId: job.id, fence: claim.fence, tenant, attempt: claim.n, spec: run });
+      const sent = this.hub.sendEncoded(agent, encodeRun({ ...frame, fence: claim.fence, attempt: claim.n }, specJson));
       // If the send failed the agent is gone; the lease will expire and the job run elsewhere.
       if (sent) this.emit('job:dispatched', { jobId: job.id, agent: agent.id, fence: claim.fence, warm });
     });
-    return true;
+    return 'sent';
   }
 }

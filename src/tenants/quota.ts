@@ -1,4 +1,5 @@
 import { z } from '@hono/zod-openapi';
+import { MIN_MEMORY_BYTES } from '../jobs/spec.js';
 
 /** Per-tenant limits. Defaults apply to every field a tenant's stored quota leaves unset. */
 export const DEFAULT_QUOTA = {
@@ -12,19 +13,36 @@ export const DEFAULT_QUOTA = {
   maxOutputBytes: 1024 ** 2,
 } as const;
 
-export type Quota = { [K in keyof typeof DEFAULT_QUOTA]: number };
+/**
+ * A tenant's effective limits. Every limit is positive. The three that only pace a tenant —
+ * `ratePerMinute`, `maxQueued`, `cpuSecondsPerDay` — may instead be `null`, meaning unlimited;
+ * the ones that shape a single job (`maxConcurrent`, `maxTimeoutSeconds`, `maxMemoryBytes`,
+ * `maxCpu`, `maxOutputBytes`) must be numbers, since a job always runs with some bound. Zero is
+ * never a value: a zero concurrency or memory would accept jobs that can never run.
+ *
+ * @example PATCH /v1/tenants/acme {"quota": {"ratePerMinute": null, "maxConcurrent": 4}}
+ */
+export type Quota = {
+  [K in keyof typeof DEFAULT_QUOTA]: K extends UnlimitedKey ? number | null : number;
+};
+export type UnlimitedKey = 'ratePerMinute' | 'maxQueued' | 'cpuSecondsPerDay';
 
-const limit = (max: number) => z.number().int('must be an integer').min(0).max(max);
+/** A positive integer up to `max`. */
+const limit = (max: number, min = 1) =>
+  z.number().int('must be an integer').min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
+/** A positive integer, or null for unlimited. */
+const pace = (max: number) => limit(max).nullable().openapi({ description: 'null means unlimited' });
 
 export const QuotaPatchSchema = z
   .object({
     maxConcurrent: limit(10_000),
-    ratePerMinute: limit(10_000_000),
-    maxQueued: limit(10_000_000),
+    ratePerMinute: pace(10_000_000),
+    maxQueued: pace(10_000_000),
     maxTimeoutSeconds: limit(7 * 24 * 3600),
-    maxMemoryBytes: limit(1024 ** 4),
-    maxCpu: z.number().min(0).max(1024),
-    cpuSecondsPerDay: limit(1_000_000_000),
+    // Below the smallest memory a job may ask for, no job could run.
+    maxMemoryBytes: limit(1024 ** 4, MIN_MEMORY_BYTES),
+    maxCpu: z.number().positive('must be positive').max(1024, 'must be at most 1024'),
+    cpuSecondsPerDay: pace(1_000_000_000),
     maxOutputBytes: limit(1024 ** 3),
   })
   .partial()

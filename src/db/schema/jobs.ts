@@ -28,6 +28,8 @@ export const jobs = sqliteTable(
     exitCode: integer('exit_code'),
     signal: text('signal'),
     reason: text('reason'),
+    /** Why the gateway ended a job itself (reason `rejected` or `unplaceable`), in words. */
+    detail: text('detail'),
     createdAt: integer('created_at').notNull(),
     startedAt: integer('started_at'),
     endedAt: integer('ended_at'),
