@@ -44,6 +44,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ level
     env,
     images: () => images,
     idmap,
+    sharedRange: (image) => (config.rootImages.includes(image) ? config.idmapBase : undefined),
     warm: config.warm,
     maxUses: config.maxUses,
     idleTtlMs: config.idleTtl * 1000,

@@ -7,13 +7,13 @@ import { runCli } from './helpers/process.js';
 
 let cluster: Cluster;
 
-/** Host pids of processes whose command line is `cmd`, run by the containers' root (uid 1000000). */
+/** Host pids of processes whose command line is `cmd`, run by a job (a tenant's range: from uid 1065536 up). */
 function sleepers(cmd: string): number[] {
   return readdirSync('/proc')
     .filter((p) => /^\d+$/.test(p))
     .filter((p) => {
       try {
-        return readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ').trim() === cmd && statSync(`/proc/${p}`).uid === 1_000_000;
+        return readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ').trim() === cmd && statSync(`/proc/${p}`).uid >= 1_065_536;
       } catch {
         return false;
       }
@@ -147,16 +147,26 @@ describe('jobs run in real LXC containers', () => {
     await until(() => sleepers('sleep 101').length === 0 && cluster.agents.get('ct1')!.runner.size === 0, 5000);
   });
 
-  it('root in the container is an unprivileged uid on the host', async () => {
-    const r = await acme.submit({ command: 'id -u; cat /proc/self/uid_map; touch /root/owned', fresh: true }, 30);
-    expect(await acme.output(r.job.id)).toMatch(/^0\n\s+0\s+1000000\s+65536\n$/);
-    const container = r.job.attempts[0]!.container!;
-    const file = join('/var/lib/lxc', container, 'overlay', 'delta', 'root', 'owned');
-    expect(statSync(file).uid).toBe(1_000_000);
+  it('a job runs as uid 1000 in its tenant\'s own host id range, not the images\' and not another tenant\'s', async () => {
+    const cmd = 'id -u; cat /proc/self/uid_map; touch /root/owned 2>/dev/null || echo denied; echo x > /tmp/owned';
+    const a = await acme.submit({ command: cmd, fresh: true }, 30);
+    const b = await rival.submit({ command: cmd, fresh: true }, 30);
+    const ranges = [];
+    for (const [client, r] of [[acme, a], [rival, b]] as const) {
+      const m = /^1000\n\s+0\s+(\d+)\s+65536\ndenied\n$/.exec(await client.output(r.job.id));
+      expect(m).not.toBeNull();
+      const base = Number(m![1]);
+      const file = join('/var/lib/lxc', r.job.attempts[0]!.container!, 'overlay', 'delta', 'tmp', 'owned');
+      expect(statSync(file).uid).toBe(base + 1000);
+      ranges.push(base);
+    }
+    expect(ranges[0]).not.toBe(1_000_000);
+    expect(ranges[1]).not.toBe(1_000_000);
+    expect(ranges[0]).not.toBe(ranges[1]);
   });
 
   it('bounds what a job can write to its container', async () => {
-    const r = await acme.submit({ command: 'dd if=/dev/zero of=/big bs=1M count=400 2>&1; rm -f /big', memory: '900M', fresh: true }, 60);
+    const r = await acme.submit({ command: 'dd if=/dev/zero of=/tmp/big bs=1M count=400 2>&1; rm -f /tmp/big', memory: '900M', fresh: true }, 60);
     expect(await acme.output(r.job.id)).toMatch(/No space left on device/);
   });
 

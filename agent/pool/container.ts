@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chownSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ExecClient } from '../executor/client.js';
 import { cgroupOfMonitor, type ContainerCgroup } from '../lxc/cgroup.js';
@@ -12,6 +12,9 @@ export interface ContainerEnv {
   executor: string;
   diskBytes: number;
 }
+
+/** World-writable directories of an image, made writable in each container's own layer. */
+const SHARED_DIRS = ['tmp', 'var/tmp'];
 
 export const containerPrefix = (agent: string) => `${CONTAINER_PREFIX}${agent.slice(0, 24)}-`;
 
@@ -100,6 +103,7 @@ export class Container {
       mkdirSync(join(overlay, sub), { mode });
       chownSync(join(overlay, sub), id, id);
     }
+    this.openSharedDirs(join(overlay, 'delta'));
     writeFileSync(
       join(this.dir, 'config'),
       containerConfig({
@@ -113,6 +117,29 @@ export class Container {
         network: false,
       }),
     );
+  }
+
+  /**
+   * The image's files belong to the images' id range, which this container does not map, and the
+   * overlay cannot copy a directory up to an owner it cannot map: writing into the image's /tmp
+   * would fail. So the world-writable directories a job (an unprivileged uid, which can write
+   * nowhere else) needs are made in the writable layer up front, owned by this container's root.
+   */
+  private openSharedDirs(upper: string): void {
+    const lower = join(this.env.lxcPath, `corral-img-${this.image}`, 'rootfs');
+    for (const dir of SHARED_DIRS) {
+      if (!existsSync(join(lower, dir))) continue;
+      let path = upper;
+      for (const part of dir.split('/')) {
+        path = join(path, part);
+        if (!existsSync(path)) {
+          mkdirSync(path);
+          chownSync(path, this.idBase, this.idBase);
+          chmodSync(path, 0o755);
+        }
+      }
+      chmodSync(path, 0o1777);
+    }
   }
 
   /** Stops the container, killing everything in it, and removes every trace of it. */

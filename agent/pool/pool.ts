@@ -8,6 +8,11 @@ export interface PoolOptions {
   images: () => string[];
   /** Host id ranges per tenant (see IdmapAllocator). */
   idmap: IdmapAllocator;
+  /**
+   * The one range every container of `image` uses, whatever its tenant (images whose jobs run as
+   * root: their files must be owned by the container's root for package installs to write them).
+   */
+  sharedRange?: (image: string) => number | undefined;
   /** Blank containers kept ready per image. */
   warm: number;
   maxUses: number;
@@ -90,8 +95,9 @@ export class Pool extends EventEmitter<PoolEvents> {
     this.starting.set(image, (this.starting.get(image) ?? 0) + 1);
     let spare: number | undefined;
     try {
-      spare = this.o.idmap.spare();
-      const c = await Container.start(image, this.o.env, spare);
+      const shared = this.o.sharedRange?.(image);
+      if (shared === undefined) spare = this.o.idmap.spare();
+      const c = await Container.start(image, this.o.env, shared ?? spare!);
       if (this.stopped) return void (await this.recycle(c));
       c.exec.once('close', () => this.forget(c));
       const list = this.blank.get(image) ?? [];
@@ -137,14 +143,15 @@ export class Pool extends EventEmitter<PoolEvents> {
       c = this.idle.get(key(tenant, image))?.pop();
       if (c) kind = 'warm';
     }
-    if (!c && this.o.idmap.rangeOf(tenant) === undefined) {
+    const shared = this.o.sharedRange?.(image);
+    if (!c && (shared !== undefined || this.o.idmap.rangeOf(tenant) === undefined)) {
       c = this.blank.get(image)?.shift();
       if (c) {
         kind = 'blank';
-        this.o.idmap.adopt(c.idBase, tenant);
+        if (shared === undefined) this.o.idmap.adopt(c.idBase, tenant);
       }
     }
-    if (!c) c = await Container.start(image, this.o.env, this.o.idmap.forTenant(tenant));
+    if (!c) c = await Container.start(image, this.o.env, shared ?? this.o.idmap.forTenant(tenant));
     if (kind !== 'cold') this.refill();
     c.tenant = tenant;
     c.uses++;
@@ -196,7 +203,7 @@ export class Pool extends EventEmitter<PoolEvents> {
   private async recycle(c: Container): Promise<void> {
     this.recycledCount++;
     // A blank container no tenant adopted gives its spare range back.
-    if (c.tenant === undefined) this.o.idmap.release(c.idBase);
+    if (c.tenant === undefined && this.o.sharedRange?.(c.image) === undefined) this.o.idmap.release(c.idBase);
     await c.destroy().catch((error: unknown) => this.o.log.warn({ err: error, container: c.name }, 'destroy failed'));
   }
 
