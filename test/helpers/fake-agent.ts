@@ -70,6 +70,8 @@ export interface FakeAgent {
   nextRun(ms?: number): Promise<RunFrame>;
   /** Reports the attempt done with exit code 0. */
   succeed(run: RunFrame): void;
+  /** Sends a heartbeat listing the attempts it still runs. */
+  heartbeat(running: RunFrame[]): void;
   close(): Promise<void>;
 }
 
@@ -105,6 +107,9 @@ export async function fakeAgent(
     },
     succeed(run) {
       ws.send(JSON.stringify({ type: 'ended', jobId: run.jobId, fence: run.fence, container: `${o.name}-c`, result: { exitCode: 0, signal: null, reason: 'exit', wallMs: 1 } }));
+    },
+    heartbeat(running) {
+      ws.send(JSON.stringify({ type: 'heartbeat', images: o.images ?? ['busybox'], pool: emptyPool, running: running.map((r) => ({ jobId: r.jobId, fence: r.fence })) }));
     },
     async close() {
       if (ws.readyState === ws.CLOSED) return;
