@@ -64,6 +64,12 @@ export class Admission {
     if (!this.images.known(spec.image)) throw new Unprocessable(`image "${spec.image}" is not offered by any agent`, 'image');
     // Containers have no network interface but lo; no policy grants one yet.
     if (spec.network) throw new Unprocessable('network access is not allowed by this gateway', 'network');
+    if (spec.callbackUrl !== undefined) {
+      const u = new URL(spec.callbackUrl);
+      // The job view shows the URL to anyone who can read the job, and the gateway would send the
+      // credentials to wherever the name resolves: a receiver authenticates by the signature instead.
+      if (u.username || u.password) throw new Unprocessable('callbackUrl must not carry credentials (user:pass@)', 'callbackUrl');
+    }
     unusableQuota(quota);
     if (spec.timeout > quota.maxTimeoutSeconds) {
       throw new LimitExceeded(`timeout ${spec.timeout}s exceeds the tenant's maxTimeoutSeconds (${quota.maxTimeoutSeconds})`, 'timeout', 'maxTimeoutSeconds');
