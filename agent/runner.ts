@@ -11,6 +11,8 @@ type Result = Extract<AgentMessage, { type: 'ended' }>['result'];
 const SIGNAL_NAMES = new Map(Object.entries(constants.signals).map(([name, n]) => [n, name]));
 /** How long a run may go before its start is reported on its own (see Runner.attempt). */
 const STARTED_AFTER_MS = 20;
+/** How often a running attempt's CPU time is sampled (what is charged if its cgroup disappears). */
+const USAGE_SAMPLE_MS = 1000;
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 export interface RunnerOptions {
@@ -103,6 +105,19 @@ export class Runner {
     }
     c.cgroup.resetPeak();
     const before = c.cgroup.usage();
+    // A container whose init dies loses its cgroup (LXC removes it), and with it the counters:
+    // a sample every second keeps what the attempt used for its charge.
+    let last = before;
+    let lastPeak: number | undefined;
+    const sampler = setInterval(() => {
+      try {
+        last = c.cgroup.usage();
+        lastPeak = c.cgroup.peakMemoryBytes();
+      } catch {
+        /* the cgroup is gone: keep the last sample */
+      }
+    }, USAGE_SAMPLE_MS);
+    sampler.unref();
     const started = performance.now();
 
     const argv = typeof spec.command === 'string' ? ['/bin/sh', '-c', spec.command] : spec.command;
@@ -162,9 +177,17 @@ export class Runner {
     });
 
     const wallMs = performance.now() - started;
-    const after = c.cgroup.usage();
+    clearInterval(sampler);
+    let after = last;
+    let peak = lastPeak;
+    try {
+      after = c.cgroup.usage();
+      peak = c.cgroup.peakMemoryBytes();
+    } catch {
+      /* the cgroup went with a dead init: charge the last sample */
+    }
     // CPU time is charged however the attempt ended.
-    const usage = { cpuSeconds: Math.max(0, after.cpuNs - before.cpuNs) / 1e9, peakMemoryBytes: c.cgroup.peakMemoryBytes(), wallMs };
+    const usage = { cpuSeconds: Math.max(0, after.cpuNs - before.cpuNs) / 1e9, ...(peak !== undefined && { peakMemoryBytes: peak }), wallMs };
     if (status === 'killed') {
       this.o.pool.release(c, true);
       return { exitCode: null, signal: 'SIGKILL', reason: a.stopping!, ...usage };
