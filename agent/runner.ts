@@ -104,7 +104,11 @@ export class Runner {
       c.applied = key;
     }
     c.cgroup.resetPeak();
+    const uid = this.o.rootImages.includes(spec.image) ? 0 : this.o.jobUid;
     const before = c.cgroup.usage();
+    // Only a root job can make child cgroups (and hide an OOM kill in one); others skip the walk.
+    const root = uid === 0;
+    const oomBelow = root ? c.cgroup.oomKillsBelow() : 0;
     // A container whose init dies loses its cgroup (LXC removes it), and with it the counters:
     // a sample every second keeps what the attempt used for its charge.
     let last = before;
@@ -121,7 +125,6 @@ export class Runner {
     const started = performance.now();
 
     const argv = typeof spec.command === 'string' ? ['/bin/sh', '-c', spec.command] : spec.command;
-    const uid = this.o.rootImages.includes(spec.image) ? 0 : this.o.jobUid;
     const env = { PATH: DEFAULT_PATH, HOME: uid === 0 ? '/root' : '/tmp', CORRAL_JOB_ID: m.jobId, CORRAL_ATTEMPT: String(m.attempt), ...spec.env };
     const forward = (stream: 'stdout' | 'stderr') => (data: Buffer) => {
       for (let i = 0; i < data.length; i += MAX_OUTPUT_CHUNK_BYTES) {
@@ -199,7 +202,7 @@ export class Runner {
       if (a.stopping) return { exitCode: null, signal: 'SIGKILL', reason: a.stopping, ...usage };
       return { exitCode: null, signal: null, reason: 'agent_error', fault: 'job', detail: c.exec.failure ?? 'the container executor went away', ...usage };
     }
-    const oom = after.oomKills > before.oomKills;
+    const oom = after.oomKills > before.oomKills || (root && c.cgroup.oomKillsBelow() > oomBelow);
     const signal = status.signal === null ? null : (SIGNAL_NAMES.get(status.signal) ?? `SIG${status.signal}`);
     const reason: Result['reason'] = a.stopping ?? (oom ? 'oom' : 'exit');
     // Anything but the executor still alive (the executor could not reap it, or lies) would

@@ -134,6 +134,11 @@ export interface ContainerCgroup {
   /** Tasks in the container's whole subtree, child cgroups included (pids.current). */
   tasks(): number;
   /**
+   * OOM kills counted in cgroups below the container's own (v1 counts a kill where its victim
+   * lived): a root job that moved itself into a child cgroup is still seen to die of OOM.
+   */
+  oomKillsBelow(): number;
+  /**
    * Kills every process in the subtree from the host, without the executor's help: frozen,
    * stopped, traced or spinning, all get SIGKILL (freeze, kill, thaw on v1; cgroup.kill on v2).
    */
@@ -220,6 +225,23 @@ class V1 implements ContainerCgroup {
     return Number(this.f.read(join(this.dir('pids'), 'pids.current')));
   }
 
+  oomKillsBelow(): number {
+    let n = 0;
+    const walk = (d: string) => {
+      for (const e of readdirSync(d, { withFileTypes: true })) {
+        if (!e.isDirectory()) continue;
+        try {
+          n += keyed(read(join(d, e.name, 'memory.oom_control')), 'oom_kill');
+        } catch {
+          /* removed while we walk */
+        }
+        walk(join(d, e.name));
+      }
+    };
+    walk(this.dir('memory'));
+    return n;
+  }
+
   killAll(): void {
     const state = join(this.dir('freezer'), 'freezer.state');
     freezeAndKill(
@@ -271,6 +293,10 @@ class V2 implements ContainerCgroup {
 
   tasks(): number {
     return Number(this.f.read(join(this.dir, 'pids.current')));
+  }
+
+  oomKillsBelow(): number {
+    return 0; // v2's memory.events counts the whole subtree
   }
 
   killAll(): void {
