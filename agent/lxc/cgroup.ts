@@ -243,9 +243,23 @@ class V1 implements ContainerCgroup {
   }
 
   killAll(): void {
-    const state = join(this.dir('freezer'), 'freezer.state');
+    const freezer = this.dir('freezer');
     freezeAndKill(
-      (frozen) => tryWrite(state, frozen ? 'FROZEN' : 'THAWED'),
+      (frozen) => {
+        if (frozen) return tryWrite(join(freezer, 'freezer.state'), 'FROZEN');
+        // A root job may have frozen a child cgroup of its own: thaw every level, or its killed
+        // tasks would never die.
+        const thaw = (d: string): void => {
+          tryWrite(join(d, 'freezer.state'), 'THAWED');
+          try {
+            for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) thaw(join(d, e.name));
+          } catch {
+            /* removed while we walk */
+          }
+        };
+        thaw(freezer);
+        return true;
+      },
       () => subtreeProcs(this.dir('pids')),
     );
   }

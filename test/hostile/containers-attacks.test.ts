@@ -212,6 +212,20 @@ describe('floods', () => {
   });
 });
 
+describe('the node’s memory', () => {
+  it('a tenant cannot hoard idle warm containers: past its cap the least recently used are recycled', async () => {
+    const hoarder = await a.cluster.tenant('hoarder');
+    const pool = a.cluster.agents.get('hostile')!.pool;
+    const jobs = await Promise.all(Array.from({ length: 5 }, () => hoarder.submit({ command: 'sleep 0.5' })));
+    const done = await Promise.all(jobs.map((j) => hoarder.until(j.job.id)));
+    expect(done.every((j) => j.state === 'succeeded')).toBe(true);
+    expect(new Set(done.map((j) => j.attempts[0]!.container)).size).toBe(5);
+    const idle = pool.summary().warm.filter((w) => w.tenant === 'hoarder').reduce((n, w) => n + w.idle, 0);
+    expect(idle).toBe(2); // --max-idle-per-tenant 2
+    await expectPlatformHealthy(a);
+  });
+});
+
 describe('deadlines hold from the host', () => {
   /** Submits `sleep 100` and waits until it runs; returns the job id, its container and the executor's host pid. */
   async function sleeper(extra: Record<string, unknown>) {

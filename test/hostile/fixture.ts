@@ -51,7 +51,7 @@ export interface Arena {
 export async function startArena(quota: Record<string, number> = {}): Promise<Arena> {
   await buildAttackImages();
   const cluster = await startCluster({ agents: [] });
-  await cluster.addAgent(AGENT, { images: `busybox,${IMAGE},${ROOT_IMAGE}`, 'root-images': ROOT_IMAGE, slots: '6' });
+  await cluster.addAgent(AGENT, { images: `busybox,${IMAGE},${ROOT_IMAGE}`, 'root-images': ROOT_IMAGE, slots: '6', 'max-idle-per-tenant': '2' });
   const mallory = await cluster.tenant('mallory', quota);
   const victim = await cluster.tenant('victim');
   const link = cluster.gateway.services.hub.agents().find((a) => a.id === AGENT)!;
