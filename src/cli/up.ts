@@ -9,11 +9,13 @@ import { GATEWAY_FLAGS, loadGatewayConfig } from '../config.js';
 import { startGateway } from '../gateway.js';
 import { type Args, onlyFlags } from './args.js';
 import { printFirstStart, stopOnSignals } from './gateway.js';
+import { childOf, Supervisor } from './supervise.js';
 
 export const UP_HELP = `corral up [gateway flags] [agent flags]
 
 All-in-one: the gateway and a local agent with a warm pool on this machine. Builds the busybox
-image on first use, creates the tenant "default", and writes its token to $CORRAL_DATA/default.token.`;
+image on first use, creates the tenant "default", and writes its token to $CORRAL_DATA/default.token.
+If the local agent dies, it is restarted (with backoff) while the gateway keeps serving.`;
 
 const TOKEN_TTL = 365 * 86400;
 
@@ -41,24 +43,28 @@ export async function upCommand(args: Args): Promise<void> {
   const name = typeof args.flags.name === 'string' ? args.flags.name : 'local';
   // The agent runs as a child process: it gets the second core instead of sharing the gateway's
   // event loop (measured in bench/invoke.ts), and it stops when this process goes away.
-  const agent = fork(process.argv[1]!, ['agent', '--name', name, ...agentFlags], {
-    env: {
-      ...process.env,
-      CORRAL_GATEWAY: `ws://127.0.0.1:${port}`,
-      CORRAL_AGENT_TOKEN: await sign({ sub: 'local-agent', scopes: ['agent'] }),
-      CORRAL_LOG_LEVEL: config.logLevel,
-    },
-    stdio: 'inherit',
-  });
-  const agentExited = new Promise<number | null>((resolve) => agent.once('exit', (code) => resolve(code)));
+  const agentEnv = {
+    ...process.env,
+    CORRAL_GATEWAY: `ws://127.0.0.1:${port}`,
+    CORRAL_AGENT_TOKEN: await sign({ sub: 'local-agent', scopes: ['agent'] }),
+    CORRAL_LOG_LEVEL: config.logLevel,
+  };
+  const forkAgent = () => childOf(fork(process.argv[1]!, ['agent', '--name', name, ...agentFlags], { env: agentEnv, stdio: 'inherit' }));
+  const first = forkAgent();
   const connected = new Promise<void>((resolve) => {
     const check = () => (s.hub.agents().some((a) => a.id === name) ? resolve() : setTimeout(check, 20));
     check();
   });
-  if ((await Promise.race([connected.then(() => 'ok'), agentExited])) !== 'ok') {
+  // An agent that cannot come up the first time is a setup problem: say so instead of retrying.
+  if ((await Promise.race([connected.then(() => 'ok'), first.exited])) !== 'ok') {
     await gateway.close();
     throw new Error('the local agent could not start (see its log above)');
   }
+  // Once up, a dying agent is restarted while the gateway keeps serving: a job that crashes its
+  // agent must not take every tenant's service down. The new agent destroys the old one's
+  // containers at start; the attempts it held are re-run when their leases expire.
+  const agent = new Supervisor({ name: 'the local agent', spawn: forkAgent, log: (line) => process.stderr.write(`corral: ${line}\n`) });
+  agent.start(first);
   const images = s.hub.agents().find((a) => a.id === name)!.images;
 
   const tokenFile = join(config.dataDir, 'default.token');
@@ -81,16 +87,8 @@ export async function upCommand(args: Args): Promise<void> {
       '',
     ].join('\n'),
   );
-  let stopping = false;
-  void agentExited.then((code) => {
-    if (stopping) return;
-    process.stderr.write(`corral: the local agent exited (${code}); stopping\n`);
-    void gateway.close().then(() => process.exit(1));
-  });
   stopOnSignals(async () => {
-    stopping = true;
-    agent.kill('SIGTERM');
-    await agentExited;
+    await agent.stop();
     await gateway.close();
   });
 }
