@@ -20,6 +20,8 @@ export const attempts = sqliteTable(
     signal: text('signal'),
     reason: text('reason'),
     cpuSeconds: real('cpu_seconds'),
+    /** Wall time the agent measured for the attempt (usage metering); null for attempts it never reported. */
+    wallSeconds: real('wall_seconds'),
     peakMemoryBytes: integer('peak_memory_bytes'),
   },
   (t) => [primaryKey({ columns: [t.jobId, t.n] }), index('attempts_tenant_ended').on(t.tenant, t.endedAt)],

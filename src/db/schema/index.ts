@@ -3,3 +3,8 @@ export { jobs } from './jobs.js';
 export { attempts } from './attempts.js';
 export { output } from './output.js';
 export { idempotencyKeys } from './idempotency.js';
+export { functions } from './functions.js';
+export { triggers, triggerDeliveries } from './triggers.js';
+export { callbackDeliveries, callbackTries } from './callbacks.js';
+export { tenantSecrets } from './tenant-secrets.js';
+export { usageDaily } from './usage.js';

@@ -12,6 +12,9 @@ export const jobs = sqliteTable(
     id: text('id').primaryKey(),
     tenant: text('tenant').notNull(),
     name: text('name'),
+    /** The function this job was invoked from (its name then), and that function's version; null for ad-hoc jobs. */
+    function: text('function'),
+    functionVersion: integer('function_version'),
     state: text('state').notNull(),
     image: text('image').notNull(),
     spec: text('spec', { mode: 'json' }).$type<JobSpec>().notNull(),
@@ -43,5 +46,7 @@ export const jobs = sqliteTable(
     index('jobs_claimable').on(t.tenant, t.runAfter, t.id).where(sql`state = 'queued'`),
     // Running rows are bounded by agent slots: per-tenant concurrency counts and the lease reaper use this.
     index('jobs_running').on(t.tenant, t.leaseExpiresAt).where(sql`state = 'running'`),
+    // Listing a function's jobs, newest first.
+    index('jobs_tenant_function').on(t.tenant, t.function, t.id).where(sql`function IS NOT NULL`),
   ],
 );
