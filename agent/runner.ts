@@ -15,6 +15,12 @@ const STARTED_AFTER_MS = 20;
 const USAGE_SAMPLE_MS = 1000;
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
+/** The job's stdin bytes: an invoke's raw body arrives base64 (binary-safe), a JSON job's as text. */
+function stdinOf(spec: { stdin?: string | undefined; stdinBase64?: string | undefined }): Buffer | undefined {
+  if (spec.stdinBase64 !== undefined) return Buffer.from(spec.stdinBase64, 'base64');
+  return spec.stdin === undefined ? undefined : Buffer.from(spec.stdin);
+}
+
 export interface RunnerOptions {
   pool: Pool;
   send: (msg: AgentMessage) => void;
@@ -125,6 +131,7 @@ export class Runner {
     const started = performance.now();
 
     const argv = typeof spec.command === 'string' ? ['/bin/sh', '-c', spec.command] : spec.command;
+    const stdin = stdinOf(spec);
     const env = { PATH: DEFAULT_PATH, HOME: uid === 0 ? '/root' : '/tmp', CORRAL_JOB_ID: m.jobId, CORRAL_ATTEMPT: String(m.attempt), ...spec.env };
     const forward = (stream: 'stdout' | 'stderr') => (data: Buffer) => {
       for (let i = 0; i < data.length; i += MAX_OUTPUT_CHUNK_BYTES) {
@@ -170,7 +177,7 @@ export class Runner {
       c.exec.once('close', onClose);
       // One byte past the cap tells the gateway the output was cut.
       const outputBudget = spec.maxOutputBytes === undefined ? Number.MAX_SAFE_INTEGER : spec.maxOutputBytes + 1;
-      c.exec.run({ argv, env, uid, gid: uid, outputBudget, ...(spec.stdin !== undefined && { stdin: Buffer.from(spec.stdin) }) });
+      c.exec.run({ argv, env, uid, gid: uid, outputBudget, ...(stdin !== undefined && { stdin }) });
       // A job that ends within STARTED_AFTER_MS reports its start with its end, in one frame.
       startedTimer = setTimeout(() => {
         startedTimer = undefined;

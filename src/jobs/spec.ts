@@ -114,32 +114,54 @@ export const CpusetSchema = z
   .openapi({ example: '0-1' });
 
 /**
- * The largest `run` frame a job that passes JobRequestSchema can produce, in bytes. JSON escapes
- * a control character as \u00XX, six bytes for one, so every text field may grow sixfold
- * (stdin, command or argv, env values; env names are plain ASCII); the fixed fields (ids, image,
- * cpuset, numbers, keys) fit easily in the 16 KiB allowance. Measured on the worst case:
- * stdin 1 572 866 + command 393 218 + env 393 206 bytes → a 2 359 750-byte frame
- * (test/hostile/gateway-input.test.ts builds it). The protocol's MAX_FRAME_BYTES must stay
- * well above this; a test checks it does.
+ * Largest raw body `POST /v1/functions/:name/invoke` turns into stdin, whatever the gateway's
+ * body limit: it travels base64 in the run frame (4/3 of it, no JSON escapes), and that must
+ * stay within the frame budget below.
  */
-export const WORST_RUN_FRAME_BYTES = 6 * (MAX_STDIN_BYTES + MAX_COMMAND_BYTES + MAX_ENV_BYTES) + 16 * 1024;
+export const MAX_INVOKE_STDIN_BYTES = 1024 * 1024;
+/**
+ * Bytes (names and values) of the env an invocation adds to its function's env: `CORRAL_QUERY`,
+ * `CORRAL_CONTENT_TYPE`, and a trigger's `CORRAL_EVENT` / `CORRAL_DELIVERY_ID`. Whoever adds
+ * them keeps within this budget, so the worst run frame below stays true.
+ */
+export const MAX_INVOCATION_ENV_BYTES = 8 * 1024;
+
+/**
+ * The largest `run` frame an admitted job can produce, in bytes. JSON escapes a control
+ * character as \u00XX, six bytes for one, so every text field may grow sixfold (stdin, command
+ * or argv, env values; env names are plain ASCII); an invoke's binary stdin is base64, which JSON
+ * never escapes, so 1 MiB of it is 1 398 104 bytes — less than 256 KiB of JSON stdin at six bytes
+ * a character (1 572 864). The fixed fields (ids, image, cpuset, numbers, keys) fit easily in the
+ * 16 KiB allowance. Measured on the worst case: stdin 1 572 866 + command 393 218 + env 393 206
+ * bytes → a 2 359 750-byte frame (test/hostile/gateway-input.test.ts builds it); an invoke at
+ * every limit measures less (test/functions-invoke.test.ts). The protocol's MAX_FRAME_BYTES must
+ * stay well above this; a test checks it does.
+ */
+export const WORST_RUN_FRAME_BYTES =
+  Math.max(6 * MAX_STDIN_BYTES, 4 * Math.ceil(MAX_INVOKE_STDIN_BYTES / 3)) + 6 * (MAX_COMMAND_BYTES + MAX_ENV_BYTES + MAX_INVOCATION_ENV_BYTES) + 16 * 1024;
+
+export const ImageSchema = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'image must be a lowercase name such as "busybox"');
+export const TimeoutSchema = z
+  .number()
+  .positive('timeout must be positive')
+  .max(MAX_TIMEOUT_SECONDS, `timeout must be at most ${MAX_TIMEOUT_SECONDS} seconds`)
+  .openapi({ description: 'Seconds of wall time per attempt.', example: 30 });
+export const RetriesSchema = z.number().int('retries must be an integer').min(0).max(10);
+export const CpuSchema = z.number().positive('cpu must be positive').max(1024).openapi({ example: 0.5 });
+export const CallbackUrlSchema = z
+  .string()
+  .max(2048)
+  .url()
+  .refine((u) => /^https?:\/\//i.test(u), 'callbackUrl must be http or https');
 
 /** The body of `POST /v1/jobs`. */
 export const JobRequestSchema = z
   .object({
     command: CommandSchema,
-    image: z
-      .string()
-      .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'image must be a lowercase name such as "busybox"')
-      .optional(),
-    timeout: z
-      .number()
-      .positive('timeout must be positive')
-      .max(MAX_TIMEOUT_SECONDS, `timeout must be at most ${MAX_TIMEOUT_SECONDS} seconds`)
-      .optional()
-      .openapi({ description: 'Seconds of wall time per attempt.', example: 30 }),
-    retries: z.number().int('retries must be an integer').min(0).max(10).optional(),
-    cpu: z.number().positive('cpu must be positive').max(1024).optional().openapi({ example: 0.5 }),
+    image: ImageSchema.optional(),
+    timeout: TimeoutSchema.optional(),
+    retries: RetriesSchema.optional(),
+    cpu: CpuSchema.optional(),
     cpuset: CpusetSchema.optional(),
     memory: MemorySchema.optional(),
     env: EnvSchema.optional(),
@@ -150,12 +172,7 @@ export const JobRequestSchema = z
     name: JobNameSchema.optional(),
     fresh: z.boolean().optional(),
     network: z.boolean().optional().openapi({ description: 'Ask for a network interface (policy may refuse).' }),
-    callbackUrl: z
-      .string()
-      .max(2048)
-      .url()
-      .refine((u) => /^https?:\/\//i.test(u), 'callbackUrl must be http or https')
-      .optional(),
+    callbackUrl: CallbackUrlSchema.optional(),
   })
   .strict()
   .refine((b) => b.cpu === undefined || b.cpuset === undefined, {
@@ -177,6 +194,8 @@ export interface JobSpec {
   memory?: number;
   env: Record<string, string>;
   stdin?: string;
+  /** Binary-safe stdin (an invoke's raw body), base64; a job has this or `stdin`, never both. */
+  stdinBase64?: string;
   fresh: boolean;
   network: boolean;
   callbackUrl?: string;

@@ -89,6 +89,8 @@ export const RunSpecSchema = z.object({
   memory: z.number().int().positive().optional(),
   env: z.record(z.string(), z.string()),
   stdin: z.string().optional(),
+  /** Binary-safe stdin, base64 (an invoke's raw body); used instead of `stdin` when present. */
+  stdinBase64: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/).optional(),
   fresh: z.boolean(),
   network: z.boolean(),
   /** Bytes of output the gateway will keep; the agent stops sending past it. */
