@@ -2,6 +2,7 @@ import { constants } from 'node:os';
 import type { Logger } from 'pino';
 import { MAX_OUTPUT_CHUNK_BYTES, type AgentMessage, type GatewayMessage } from '../src/protocol/messages.js';
 import type { ExitStatus } from './executor/client.js';
+import type { Limits, Usage } from './lxc/cgroup.js';
 import type { Container } from './pool/container.js';
 import type { Pool } from './pool/pool.js';
 
@@ -92,16 +93,10 @@ export class Runner {
     this.o.send({ type: 'ended', jobId: m.jobId, fence: m.fence, result, ...(a.unreported !== undefined && { container: a.unreported }) });
   }
 
-  private async attempt(m: Run, a: Active): Promise<Result> {
-    const { spec } = m;
-    const lease = await this.o.pool.acquire(m.tenant, spec.image, spec.fresh);
-    const c = lease.container;
+  /** Takes a container and sets the attempt's limits on it; returns it with its usage so far. */
+  private async prepare(m: Run, a: Active, limits: Limits, fresh: boolean): Promise<{ c: Container; before: Usage }> {
+    const { container: c } = await this.o.pool.acquire(m.tenant, m.spec.image, fresh);
     a.container = c;
-    if (a.stopping) {
-      this.o.pool.release(c, false);
-      return { exitCode: null, signal: null, reason: 'cancelled' };
-    }
-    const limits = { memoryBytes: spec.memory, cpu: spec.cpu, cpuset: spec.cpuset, pids: this.o.pids };
     const key = JSON.stringify(limits);
     // cgroup writes cost ~0.2 ms per attempt here (bench/invoke.ts); skip them when nothing changed.
     if (c.applied !== key) {
@@ -110,8 +105,30 @@ export class Runner {
       c.applied = key;
     }
     c.cgroup.resetPeak();
+    return { c, before: c.cgroup.usage() };
+  }
+
+  private async attempt(m: Run, a: Active): Promise<Result> {
+    const { spec } = m;
+    const limits = { memoryBytes: spec.memory, cpu: spec.cpu, cpuset: spec.cpuset, pids: this.o.pids };
+    let c: Container;
+    let before: Usage;
+    try {
+      ({ c, before } = await this.prepare(m, a, limits, spec.fresh));
+    } catch (err) {
+      // A warm container the tenant's earlier jobs left unable to take these limits (v1 refuses a
+      // memory limit below what its tmpfs already holds) must not cost anyone an attempt, nor
+      // buy the tenant a free retry: recycle it and start clean.
+      if (!a.container || a.stopping) throw err;
+      this.o.pool.release(a.container, true);
+      a.container = undefined;
+      ({ c, before } = await this.prepare(m, a, limits, true));
+    }
+    if (a.stopping) {
+      this.o.pool.release(c, false);
+      return { exitCode: null, signal: null, reason: 'cancelled' };
+    }
     const uid = this.o.rootImages.includes(spec.image) ? 0 : this.o.jobUid;
-    const before = c.cgroup.usage();
     // Only a root job can make child cgroups (and hide an OOM kill in one); others skip the walk.
     const root = uid === 0;
     const oomBelow = root ? c.cgroup.oomKillsBelow() : 0;

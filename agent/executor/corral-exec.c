@@ -64,6 +64,8 @@ enum { PROTOCOL = 2, F_FILTER = 1, X_CLEAN = 1, X_TRUNCATED = 2 };
 #define OUT_CHUNK 65536
 /* Output is held at most this long before it is sent: one frame per 50 ms instead of per write. */
 #define COALESCE_MS 50
+/* Reads of a job pipe per loop turn (16 × 64 KiB). */
+#define PUMP_READS 16
 /* After the job exits, how long to wait for its pipes to reach EOF before killing stragglers. */
 #define DRAIN_MS 100
 /* How long to wait for killed processes to be reaped before calling the container dirty. */
@@ -253,6 +255,18 @@ static struct sock_filter filter[] = {
     DENY_NR(SYS_clock_settime),
     DENY_NR(SYS_clock_adjtime),
     DENY_NR(SYS_adjtimex),
+#ifdef SYS_quotactl_fd
+    DENY_NR(SYS_quotactl_fd),
+#endif
+#ifdef SYS_listmount
+    DENY_NR(SYS_listmount),
+#endif
+#ifdef SYS_statmount
+    DENY_NR(SYS_statmount),
+#endif
+#ifdef SYS_open_tree_attr
+    DENY_NR(SYS_open_tree_attr),
+#endif
 #if defined(__x86_64__)
     DENY_NR(SYS_iopl),
     DENY_NR(SYS_ioperm),
@@ -323,7 +337,8 @@ static void flush(struct stream *s) {
 /* Reads what a job pipe holds into its buffer (or, past the budget, into nothing); 0 at EOF. */
 static int pump(struct stream *s) {
   static unsigned char scratch[OUT_CHUNK];
-  for (;;) {
+  /* At most PUMP_READS reads per call: a flood must not keep the loop from KILL frames and SIGCHLD. */
+  for (int reads = 0; reads < PUMP_READS; reads++) {
     int keep = budget > 0;
     unsigned char *dst = keep ? s->buf + s->len : scratch;
     size_t room = keep ? OUT_CHUNK - s->len : sizeof scratch;
@@ -348,6 +363,7 @@ static int pump(struct stream *s) {
     if (errno == EINTR) continue;
     return 1; /* EAGAIN: more later */
   }
+  return 1;
 }
 
 /* ms until a buffered stream must be sent (-1: nothing waits). */
@@ -422,6 +438,7 @@ static void start_job(unsigned char *payload, uint32_t len) {
     return;
   }
   char **argv = NULL, **envp = NULL;
+  int in = -1, out[2] = {-1, -1}, err[2] = {-1, -1};
   if (end - p < 20) goto bad;
   uint32_t uid = get_u32(p), gid = get_u32(p + 4);
   uint64_t max_out = get_u32(p + 8) | ((uint64_t)get_u32(p + 12) << 32);
@@ -434,10 +451,9 @@ static void start_job(unsigned char *payload, uint32_t len) {
   if (!(envp = strings(&p, end, envc))) goto bad;
 
   /* stdin is a memfd holding the bytes the agent sent, so a job that never reads cannot block us. */
-  int in = memfd_create("stdin", MFD_CLOEXEC);
+  in = memfd_create("stdin", MFD_CLOEXEC);
   if (in < 0 || write_all(in, p, (size_t)(end - p)) < 0) goto bad;
   lseek(in, 0, SEEK_SET);
-  int out[2], err[2];
   if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) goto bad;
 
   pid_t pid = fork();
@@ -446,6 +462,8 @@ static void start_job(unsigned char *payload, uint32_t len) {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    /* The executor ignores SIGPIPE; a job's pipelines must die of it as anywhere else. */
+    signal(SIGPIPE, SIG_DFL);
     setsid();
     dup2(in, 0);
     dup2(out[1], 1);
@@ -476,6 +494,9 @@ static void start_job(unsigned char *payload, uint32_t len) {
 bad:
   free(argv);
   free(envp);
+  int fds[5] = {in, out[0], out[1], err[0], err[1]};
+  for (int i = 0; i < 5; i++)
+    if (fds[i] >= 0) close(fds[i]);
   refuse("corral-exec: malformed run request\n");
 }
 
@@ -541,8 +562,10 @@ int main(int argc, char **argv) {
       struct signalfd_siginfo si;
       while (read(sfd, &si, sizeof si) == sizeof si) {
         if (si.ssi_signo == SIGCHLD) reap();
-        /* A halt from outside the container (lxc-stop). Inside, every sender has a pid here. */
-        else if (si.ssi_pid == 0) lost();
+        /* A halt from outside the container (lxc-stop): kill(2) from a process this namespace
+         * cannot see. Inside, every sender has a pid here, and SI_USER cannot be forged with
+         * rt_sigqueueinfo (the kernel refuses si_code >= 0 from another process). */
+        else if (si.ssi_code == SI_USER && si.ssi_pid == 0) lost();
       }
     }
     if (li >= 0 && (fds[li].revents & POLLIN)) {

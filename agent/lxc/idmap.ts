@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 /** Ids in one container's user namespace: container ids 0..65535 map onto one such range. */
@@ -58,7 +58,7 @@ export class IdmapAllocator {
 
   constructor(private readonly o: IdmapOptions) {
     this.clock = o.clock ?? Date.now;
-    this.rec = existsSync(o.file) ? (JSON.parse(readFileSync(o.file, 'utf8')) as Record) : { tenants: {}, used: {} };
+    this.rec = load(o.file);
     // A range the host no longer grants (subuid edited) is forgotten.
     for (const [t, base] of Object.entries(this.rec.tenants)) if (!this.usable(base)) delete this.rec.tenants[t];
   }
@@ -106,7 +106,8 @@ export class IdmapAllocator {
 
   private free(): number {
     const taken = new Set([...Object.values(this.rec.tenants), ...this.spares]);
-    const base = this.o.slots.find((b) => this.usable(b) && !taken.has(b));
+    // A range no one holds may still have a container being destroyed in it: skip those too.
+    const base = this.o.slots.find((b) => this.usable(b) && !taken.has(b) && !this.o.inUse(b));
     if (base !== undefined) return base;
     // Every range is held: take the one of the least recently used tenant that runs nothing here.
     const idle = Object.entries(this.rec.tenants)
@@ -119,12 +120,33 @@ export class IdmapAllocator {
     return reclaimed;
   }
 
+  /** Written to a new file, fsynced, then renamed over the old: a crash leaves one or the other whole. */
   private save(): void {
     mkdirSync(dirname(this.o.file), { recursive: true, mode: 0o700 });
     const tmp = `${this.o.file}.tmp`;
-    writeFileSync(tmp, JSON.stringify(this.rec), { mode: 0o600 });
+    const fd = openSync(tmp, 'w', 0o600);
+    try {
+      writeSync(fd, JSON.stringify(this.rec));
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmp, this.o.file);
   }
+}
+
+/**
+ * The recorded assignment, or a fresh one if the file is missing or damaged: the agent destroys
+ * every container of its previous run before it allocates, so no live range is forgotten.
+ */
+function load(file: string): Record {
+  try {
+    const rec = JSON.parse(readFileSync(file, 'utf8')) as Partial<Record>;
+    if (rec && typeof rec.tenants === 'object' && typeof rec.used === 'object') return { tenants: { ...rec.tenants }, used: { ...rec.used } };
+  } catch {
+    /* missing or damaged */
+  }
+  return { tenants: {}, used: {} };
 }
 
 /** root's ranges on this host, from /etc/subuid and /etc/subgid. */

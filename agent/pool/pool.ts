@@ -52,6 +52,9 @@ export class Pool extends EventEmitter<PoolEvents> {
   private readonly busy = new Set<Container>();
   private readonly starting = new Map<string, number>();
   private recycledCount = 0;
+  /** Containers per id range that exist or are still being destroyed (see holdsRange). */
+  private readonly rangeHolds = new Map<number, number>();
+  private readonly recycling = new Set<Container>();
   /** After a failed start, an image's refill waits (doubling up to a minute) instead of spinning. */
   private readonly backoff = new Map<string, { until: number; ms: number }>();
   private stopped = false;
@@ -97,9 +100,8 @@ export class Pool extends EventEmitter<PoolEvents> {
     try {
       const shared = this.o.sharedRange?.(image);
       if (shared === undefined) spare = this.o.idmap.spare();
-      const c = await Container.start(image, this.o.env, shared ?? spare!);
+      const c = await this.launch(image, shared ?? spare!);
       if (this.stopped) return void (await this.recycle(c));
-      c.exec.once('close', () => this.forget(c));
       const list = this.blank.get(image) ?? [];
       list.push(c);
       this.blank.set(image, list);
@@ -144,14 +146,25 @@ export class Pool extends EventEmitter<PoolEvents> {
       if (c) kind = 'warm';
     }
     const shared = this.o.sharedRange?.(image);
+    // An executor may have died while its container sat idle (the close hook drops it, but not
+    // before this turn of the event loop): never hand one out.
+    while (c && !c.exec.alive) {
+      void this.recycle(c);
+      c = this.idle.get(key(tenant, image))?.pop();
+    }
+    if (!c) kind = 'cold';
     if (!c && (shared !== undefined || this.o.idmap.rangeOf(tenant) === undefined)) {
       c = this.blank.get(image)?.shift();
+      if (c && !c.exec.alive) {
+        void this.recycle(c);
+        c = undefined;
+      }
       if (c) {
         kind = 'blank';
         if (shared === undefined) this.o.idmap.adopt(c.idBase, tenant);
       }
     }
-    if (!c) c = await Container.start(image, this.o.env, shared ?? this.o.idmap.forTenant(tenant));
+    if (!c) c = await this.launch(image, shared ?? this.o.idmap.forTenant(tenant));
     if (kind !== 'cold') this.refill();
     c.tenant = tenant;
     c.uses++;
@@ -193,18 +206,42 @@ export class Pool extends EventEmitter<PoolEvents> {
     void this.recycle(c);
   }
 
-  /** Whether any container of this pool maps onto the id range at `base`. */
+  /**
+   * Whether anything of this pool still maps onto the id range at `base`: a container starting,
+   * running, idle or blank, or one whose destruction has not finished (its processes may live).
+   */
   holdsRange(base: number): boolean {
-    for (const c of this.busy) if (c.idBase === base) return true;
-    for (const m of [this.blank, this.idle]) for (const list of m.values()) if (list.some((c) => c.idBase === base)) return true;
-    return false;
+    return (this.rangeHolds.get(base) ?? 0) > 0;
+  }
+
+  /** Starts a container in the range at `base`, which stays held until the container is destroyed. */
+  private async launch(image: string, base: number): Promise<Container> {
+    this.rangeHolds.set(base, (this.rangeHolds.get(base) ?? 0) + 1);
+    try {
+      const c = await Container.start(image, this.o.env, base);
+      c.exec.once('close', () => this.forget(c));
+      return c;
+    } catch (err) {
+      this.unhold(base);
+      throw err;
+    }
+  }
+
+  private unhold(base: number): void {
+    const n = (this.rangeHolds.get(base) ?? 1) - 1;
+    if (n > 0) this.rangeHolds.set(base, n);
+    else this.rangeHolds.delete(base);
   }
 
   private async recycle(c: Container): Promise<void> {
+    if (this.recycling.has(c)) return;
+    this.recycling.add(c);
     this.recycledCount++;
+    this.busy.delete(c);
     // A blank container no tenant adopted gives its spare range back.
     if (c.tenant === undefined && this.o.sharedRange?.(c.image) === undefined) this.o.idmap.release(c.idBase);
     await c.destroy().catch((error: unknown) => this.o.log.warn({ err: error, container: c.name }, 'destroy failed'));
+    this.unhold(c.idBase);
   }
 
   summary() {

@@ -226,6 +226,29 @@ describe('the node’s memory', () => {
   });
 });
 
+describe('no free retries', () => {
+  it('a warm container the tenant filled past its next job’s memory limit is swapped for a clean one, not an agent_error', async () => {
+    const fill = await a.mallory.submit({ command: 'dd if=/dev/zero of=/tmp/ballast bs=1M count=200 2>/dev/null; echo filled', image: IMAGE, memory: '512M' }, 30);
+    expect(fill.job.state).toBe('succeeded');
+    const small = await a.mallory.submit({ command: 'echo small', image: IMAGE, memory: '64M', retries: 0 }, 30);
+    expect(small.job).toMatchObject({ state: 'succeeded' });
+    expect(small.job.attempts).toHaveLength(1);
+    expect(small.job.attempts[0]!.container).not.toBe(fill.job.attempts[0]!.container);
+    await expectPlatformHealthy(a);
+  });
+
+  it('a warm container whose executor died while idle is never handed out', async () => {
+    const first = await a.mallory.submit({ command: 'echo first', image: IMAGE, fresh: true }, 30);
+    const container = first.job.attempts[0]!.container!;
+    process.kill(executorPid(container), 'SIGKILL');
+    const next = await a.mallory.submit({ command: 'echo next', image: IMAGE, timeout: 5 }, 30);
+    expect(next.job).toMatchObject({ state: 'succeeded' });
+    expect(next.job.attempts).toHaveLength(1);
+    expect(next.job.attempts[0]!.container).not.toBe(container);
+    await expectPlatformHealthy(a);
+  });
+});
+
 describe('deadlines hold from the host', () => {
   /** Submits `sleep 100` and waits until it runs; returns the job id, its container and the executor's host pid. */
   async function sleeper(extra: Record<string, unknown>) {
