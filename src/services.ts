@@ -10,6 +10,7 @@ import { Admission } from './jobs/admission.js';
 import { JobService } from './jobs/service.js';
 import { JobWaiters } from './jobs/waiters.js';
 import { Callbacks } from './jobs/callbacks.js';
+import { FunctionService } from './functions/service.js';
 import { Metrics } from './metrics/metrics.js';
 import { OutputStore } from './output/store.js';
 import { JobMachine, type Clock } from './queue/machine.js';
@@ -30,6 +31,7 @@ export interface Services {
   images: ImageRegistry;
   admission: Admission;
   jobs: JobService;
+  functions: FunctionService;
   waiters: JobWaiters;
   hub: AgentHub;
   scheduler: Scheduler;
@@ -60,6 +62,7 @@ export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Serv
   let hub: AgentHub | undefined;
   const admission = new Admission(store.sqlite, images, () => hub?.agents() ?? [], config.memoryReserve);
   const jobs = new JobService(store, machine, tenants, admission, config.defaultImage);
+  const functions = new FunctionService(store, tenants, admission, jobs, config.defaultImage);
   const waiters = new JobWaiters(machine, store.durable);
   const metrics = new Metrics(store.sqlite, { agents: () => hub?.count() ?? 0, defaultMetrics: true });
   hub = new AgentHub({ machine, output, images, metrics, log, verifier, heartbeatMs: Math.max(500, Math.floor(config.leaseMs / 3)), commit: store.commit });
@@ -69,5 +72,5 @@ export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Serv
     memoryReserveBytes: config.memoryReserve,
   });
   const callbacks = new Callbacks(machine, jobs, { allowPrivate: config.callbackPrivate, log, durable: store.durable });
-  return { config, log, store, secret, verifier, machine, output, tenants, images, admission, jobs, waiters, hub, scheduler, metrics, callbacks };
+  return { config, log, store, secret, verifier, machine, output, tenants, images, admission, jobs, functions, waiters, hub, scheduler, metrics, callbacks };
 }

@@ -3,6 +3,7 @@ import { requestId } from 'hono/request-id';
 import { routePath } from 'hono/route';
 import { authenticate } from '../auth/middleware.js';
 import { jobRoutes } from '../jobs/routes.js';
+import { functionRoutes } from '../functions/routes.js';
 import { tenantRoutes } from '../tenants/routes.js';
 import { agentRoutes } from '../agents/routes.js';
 import type { Services } from '../services.js';
@@ -55,6 +56,7 @@ export function createApp(s: Services) {
   const api = router();
   api.route('/', tenantRoutes(s));
   api.route('/', jobRoutes(s));
+  api.route('/', functionRoutes(s));
   api.route('/', agentRoutes(s));
   api.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' });
   api.doc31('/openapi.json', {

@@ -6,7 +6,7 @@ import { ApiError, problem } from './errors.js';
 
 class TooLarge extends Error {}
 
-function readCapped(incoming: IncomingMessage, limit: number): Promise<string> {
+function readCapped(incoming: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -20,7 +20,7 @@ function readCapped(incoming: IncomingMessage, limit: number): Promise<string> {
       }
       chunks.push(chunk);
     });
-    incoming.once('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    incoming.once('end', () => resolve(Buffer.concat(chunks)));
     incoming.once('error', reject);
   });
 }
@@ -41,14 +41,18 @@ export function cappedBody(limit: number): MiddlewareHandler<AppEnv> {
     if (!incoming || method === 'GET' || method === 'HEAD') return fallback(c, next);
     const declared = Number(c.req.header('content-length') ?? NaN);
     if (declared > limit) throw tooLarge();
-    let text: string;
+    let bytes: Buffer;
     try {
-      text = await readCapped(incoming, limit);
+      bytes = await readCapped(incoming, limit);
     } catch (err) {
       if (err instanceof TooLarge) throw tooLarge();
       throw new ApiError('bad_request', 'the body could not be read', [{ field: '(body)', message: 'unreadable' }]);
     }
-    (c.req as unknown as { bodyCache: Record<string, Promise<string>> }).bodyCache.text = Promise.resolve(text);
+    // Both forms: JSON routes read the text; raw-body routes (an invoke's stdin, a webhook's
+    // signed bytes) read the bytes, which a text round trip would corrupt.
+    const cache = (c.req as unknown as { bodyCache: Record<string, Promise<string | ArrayBuffer>> }).bodyCache;
+    cache.text = Promise.resolve(bytes.toString('utf8'));
+    cache.arrayBuffer = Promise.resolve(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length) as ArrayBuffer);
     await next();
   };
 }

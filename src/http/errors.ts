@@ -18,6 +18,8 @@ export const PROBLEMS = {
   unprocessable: { status: 422, title: 'Unprocessable request' },
   rate_limited: { status: 429, title: 'Too many requests' },
   internal: { status: 500, title: 'Internal error' },
+  /** The gateway worked; the function it ran did not succeed (a synchronous invoke). */
+  function_failed: { status: 502, title: 'Function failed' },
   unavailable: { status: 503, title: 'Service unavailable' },
 } as const;
 
@@ -41,9 +43,10 @@ export class ApiError extends Error {
   }
 }
 
-export function problem(c: Context, code: ProblemCode, detail: string, errors: FieldError[] = [], headers: Record<string, string> = {}) {
+/** A problem+json answer; `extensions` are extra members (RFC 9457 §3.2), such as a failed job's state. */
+export function problem(c: Context, code: ProblemCode, detail: string, errors: FieldError[] = [], headers: Record<string, string> = {}, extensions: Record<string, unknown> = {}) {
   const { status, title } = PROBLEMS[code];
-  const body = JSON.stringify({ type: `/problems/${code}`, title, status, detail, errors, requestId: c.get('requestId') });
+  const body = JSON.stringify({ ...extensions, type: `/problems/${code}`, title, status, detail, errors, requestId: c.get('requestId') });
   return c.body(body, status as ContentfulStatusCode, { 'content-type': 'application/problem+json', ...headers });
 }
 

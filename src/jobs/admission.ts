@@ -6,7 +6,7 @@ import type { Quota } from '../tenants/quota.js';
 import { RateLimiter } from '../tenants/rate.js';
 import { MIN_MEMORY_BYTES, parseCpuset, type JobSpec } from './spec.js';
 
-const DEFAULT_MEMORY_BYTES = 256 * 1024 ** 2;
+export const DEFAULT_MEMORY_BYTES = 256 * 1024 ** 2;
 const COUNT_TTL_MS = 250;
 
 /** How many CPUs a cpuset such as "0-1,4" names (0 for one that does not parse: the schema refuses those). */
@@ -59,8 +59,13 @@ export class Admission {
     this.cpuUsed = db.prepare(`SELECT coalesce(sum(cpu_seconds), 0) FROM attempts WHERE tenant = ? AND ended_at >= ?`).pluck();
   }
 
-  /** Checks `spec` against `quota` and fills unset limits; throws a domain error when it may not run. */
-  admit(tenant: string, spec: JobSpec, quota: Quota, now = Date.now()): JobSpec {
+  /**
+   * The per-job checks alone: whether a job with `spec` could ever run for a tenant with `quota`
+   * (image offered, each limit within the tenant's maxima, some connected agent big enough).
+   * Returns the spec with unset limits filled; throws LimitExceeded/Unprocessable naming the field.
+   * Saving a function runs these too, so a function that could never run is refused when saved.
+   */
+  runnable(spec: JobSpec, quota: Quota): JobSpec {
     if (!this.images.known(spec.image)) throw new Unprocessable(`image "${spec.image}" is not offered by any agent`, 'image');
     // Containers have no network interface but lo; no policy grants one yet.
     if (spec.network) throw new Unprocessable('network access is not allowed by this gateway', 'network');
@@ -89,6 +94,12 @@ export class Admission {
       ...(spec.cpu === undefined && spec.cpuset === undefined && { cpu: quota.maxCpu }),
     };
     this.fitsSomeAgent(filled);
+    return filled;
+  }
+
+  /** Checks `spec` against `quota` and fills unset limits; throws a domain error when it may not run. */
+  admit(tenant: string, spec: JobSpec, quota: Quota, now = Date.now()): JobSpec {
+    const filled = this.runnable(spec, quota);
     if (quota.ratePerMinute !== null) {
       const r = this.rate.take(tenant, quota.ratePerMinute, now);
       if (!r.ok) throw new QuotaExceeded(`more than ${quota.ratePerMinute} submissions a minute`, 'ratePerMinute', r.retryAfter);

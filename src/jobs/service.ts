@@ -6,15 +6,29 @@ import { Conflict, NotFound, Unprocessable } from '../errors/domain.js';
 import { newJobId } from '../ids.js';
 import type { JobMachine } from '../queue/machine.js';
 import { FINAL_STATES, type JobState } from '../queue/states.js';
+import type { Quota } from '../tenants/quota.js';
 import type { TenantService } from '../tenants/service.js';
 import type { Admission } from './admission.js';
-import { JOB_ID, toSpec, type JobRequest } from './spec.js';
+import { JOB_ID, toSpec, type JobRequest, type JobSpec } from './spec.js';
 import { toJobView, type JobRow, type JobView } from './view.js';
 
 export interface SubmitOptions {
   idempotencyKey?: string;
   /** Runs while the request is still in flight (the `?wait` hold); its result is the answer. */
   hold?: (job: JobView) => Promise<JobView>;
+  /** Writes that belong with the job (a trigger's delivery record): run inside its transaction. */
+  alsoWrite?: (jobId: string, now: number) => void;
+}
+
+/** A job to queue, however it was asked for: `POST /v1/jobs`, a function's invoke, a trigger. */
+export interface NewJobRequest {
+  name?: string;
+  /** The function it is invoked from and that function's version. */
+  function?: { name: string; version: number };
+  /** The job's spec from the request and the tenant's quota, before admission fills unset limits. */
+  spec: (quota: Quota) => JobSpec;
+  /** What an Idempotency-Key replay must match: the same key with another fingerprint is a 422. */
+  fingerprint: unknown;
 }
 
 export interface ListQuery {
@@ -67,7 +81,16 @@ export class JobService {
    * Admits and durably queues a job. Resolves once it is committed (fsynced) — a 202 after this
    * survives a crash. With an idempotency key the same body gives the same job back.
    */
-  async submit(tenant: string, req: JobRequest, o: SubmitOptions = {}): Promise<{ job: JobView; created: boolean }> {
+  submit(tenant: string, req: JobRequest, o: SubmitOptions = {}): Promise<{ job: JobView; created: boolean }> {
+    return this.submitJob(
+      tenant,
+      { ...(req.name !== undefined && { name: req.name }), spec: (quota) => toSpec(req, { image: this.defaultImage, ...quota }), fingerprint: req },
+      o,
+    );
+  }
+
+  /** `submit` for a job built by the caller (a function's invoke, a trigger); the same guarantees. */
+  async submitJob(tenant: string, req: NewJobRequest, o: SubmitOptions = {}): Promise<{ job: JobView; created: boolean }> {
     const quota = this.tenants.quota(tenant);
     const key = o.idempotencyKey;
     const flightKey = key === undefined ? undefined : `${tenant}\0${key}`;
@@ -76,7 +99,7 @@ export class JobService {
       this.inFlight.add(flightKey);
     }
     try {
-      const bodyHash = key === undefined ? '' : createHash('sha256').update(canonical(req)).digest('hex');
+      const bodyHash = key === undefined ? '' : createHash('sha256').update(canonical(req.fingerprint)).digest('hex');
       if (key !== undefined) {
         const prior = this.findIdempotent(tenant, key);
         if (prior) {
@@ -85,15 +108,27 @@ export class JobService {
         }
       }
       const now = Date.now();
-      const spec = this.admission.admit(tenant, toSpec(req, { image: this.defaultImage, ...quota }), quota, now);
+      const spec = this.admission.admit(tenant, req.spec(quota), quota, now);
+      const fn = req.function;
       const id = newJobId(now);
       await this.store.commit(
         () => {
           if (req.name !== undefined && this.q.byName.get({ tenant, name: req.name })) {
             throw new Conflict(`a job named "${req.name}" already exists`, 'name');
           }
-          this.machine.enqueue({ id, tenant, name: req.name ?? null, image: spec.image, spec: JSON.stringify(spec), retries: spec.retries, createdAt: now });
+          this.machine.enqueue({
+            id,
+            tenant,
+            name: req.name ?? null,
+            function: fn?.name ?? null,
+            functionVersion: fn?.version ?? null,
+            image: spec.image,
+            spec: JSON.stringify(spec),
+            retries: spec.retries,
+            createdAt: now,
+          });
           if (key !== undefined) this.store.db.insert(idempotencyKeys).values({ tenant, key, bodyHash, jobId: id, createdAt: now }).run();
+          o.alsoWrite?.(id, now);
         },
         // Dispatch overlaps the fsync: the 202 still waits for it, and a job whose record a power
         // cut takes back was never acknowledged (its end, when reported, is fsynced first).
@@ -101,7 +136,7 @@ export class JobService {
       );
       // The view of what was just written, without reading it back.
       const job = toJobView(
-        { id, name: req.name ?? null, tenant, state: 'queued', spec, exitCode: null, signal: null, reason: null, detail: null, createdAt: now, startedAt: null, endedAt: null, outputBytes: 0, outputTruncated: false },
+        { id, name: req.name ?? null, tenant, function: fn?.name ?? null, functionVersion: fn?.version ?? null, state: 'queued', spec, exitCode: null, signal: null, reason: null, detail: null, createdAt: now, startedAt: null, endedAt: null, outputBytes: 0, outputTruncated: false },
         [],
       );
       return { job: o.hold ? await o.hold(job) : job, created: true };

@@ -24,6 +24,9 @@ export const JobViewSchema = z
     id: z.string(),
     name: z.string().nullable(),
     tenant: z.string(),
+    /** The function the job was invoked from, and its version then; null for an ad-hoc job. */
+    function: z.string().nullable(),
+    functionVersion: z.number().int().nullable(),
     state: z.enum(JOB_STATES),
     exitCode: z.number().int().nullable(),
     signal: z.string().nullable(),
@@ -57,6 +60,8 @@ export interface JobRow {
   id: string;
   name: string | null;
   tenant: string;
+  function: string | null;
+  functionVersion: number | null;
   state: string;
   spec: JobSpec;
   exitCode: number | null;
@@ -83,13 +88,18 @@ export interface AttemptRow {
   peakMemoryBytes: number | null;
 }
 
-/** The public shape of a job. */
+/**
+ * The public shape of a job. An invoke's binary stdin (up to 1 MiB as base64) is left out: it
+ * would make every job listing carry it.
+ */
 export function toJobView(row: JobRow, attempts: AttemptRow[]): JobView {
-  const { maxOutputBytes: _cap, ...request } = row.spec;
+  const { maxOutputBytes: _cap, stdinBase64: _stdin, ...request } = row.spec;
   return {
     id: row.id,
     name: row.name,
     tenant: row.tenant,
+    function: row.function,
+    functionVersion: row.functionVersion,
     state: row.state as JobView['state'],
     exitCode: row.exitCode,
     signal: row.signal,

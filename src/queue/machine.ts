@@ -11,6 +11,9 @@ export interface NewJob {
   id: string;
   tenant: string;
   name: string | null;
+  /** The function it was invoked from, and that function's version; absent for an ad-hoc job. */
+  function?: string | null;
+  functionVersion?: number | null;
   image: string;
   spec: string;
   retries: number;
@@ -84,7 +87,7 @@ export class JobMachine extends EventEmitter<MachineEvents> {
 
   /** Inserts a job as `queued`. Call inside the caller's transaction; emits after it commits. */
   enqueue(job: NewJob): void {
-    this.sql.insertJob.run({ ...job, runAfter: job.createdAt });
+    this.sql.insertJob.run({ ...job, function: job.function ?? null, functionVersion: job.functionVersion ?? null, runAfter: job.createdAt });
   }
 
   /** Tells listeners a committed job is waiting (the scheduler wakes on this). */

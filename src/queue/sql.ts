@@ -8,8 +8,8 @@ import type Database from 'better-sqlite3';
 export function prepareQueueSql(db: Database.Database) {
   return {
     insertJob: db.prepare(
-      `INSERT INTO jobs (id, tenant, name, state, image, spec, retries, run_after, created_at)
-       VALUES (@id, @tenant, @name, 'queued', @image, @spec, @retries, @runAfter, @createdAt)`,
+      `INSERT INTO jobs (id, tenant, name, function, function_version, state, image, spec, retries, run_after, created_at)
+       VALUES (@id, @tenant, @name, @function, @functionVersion, 'queued', @image, @spec, @retries, @runAfter, @createdAt)`,
     ),
     claim: db.prepare(
       `UPDATE jobs SET state = 'running', fence = max(fence + 1, @fenceFloor), agent = @agent, lease_expires_at = @leaseExpiresAt,

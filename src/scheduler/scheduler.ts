@@ -31,10 +31,23 @@ export interface SchedulerOptions {
 interface Candidate {
   id: string;
   image: string;
+  /** The function it was invoked from, if any: its maxConcurrent caps how many run at once. */
+  function: string | null;
   spec: string;
   runAfter: number;
   /** Parsed on first look; a candidate may be looked at in several rounds of a pass. */
   need?: Need;
+}
+
+/** One tenant's share of a dispatch pass. */
+interface TenantPass {
+  /** Jobs it may still start (its maxConcurrent less what runs). */
+  room: number;
+  queue: Candidate[];
+  /** Functions with a maxConcurrent: how many of their jobs run, and the cap. */
+  caps: Map<string, { running: number; max: number }>;
+  /** Functions at their cap: their jobs wait. */
+  full: Set<string>;
 }
 
 /** What placement needs of a job, parsed once per candidate. */
@@ -63,6 +76,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   private readonly tenantsWithWork;
   private readonly nextForTenant;
   private readonly runningByTenant;
+  private readonly cappedRunning;
+  private readonly functionCap;
   private readonly queuedImages;
   private readonly queuedForImage;
   private readonly tickMs: number;
@@ -83,9 +98,20 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.placementWaitMs = o.placementWaitMs ?? 10 * 60_000;
     this.reserve = o.memoryReserveBytes ?? 0;
     this.tenantsWithWork = db.prepare(`SELECT DISTINCT tenant FROM jobs WHERE state = 'queued' AND run_after <= ?`).pluck();
+    // The last parameter is a JSON array of the tenant's functions at their maxConcurrent: their
+    // jobs are skipped in SQL, so a backlog of one capped function never hides the tenant's others.
     this.nextForTenant = db.prepare(
-      `SELECT id, image, spec, run_after AS runAfter FROM jobs WHERE tenant = ? AND state = 'queued' AND run_after <= ? ORDER BY run_after, id LIMIT ?`,
+      `SELECT id, image, spec, function, run_after AS runAfter FROM jobs
+       WHERE tenant = ? AND state = 'queued' AND run_after <= ? AND (function IS NULL OR function NOT IN (SELECT value FROM json_each(?)))
+       ORDER BY run_after, id LIMIT ?`,
     );
+    // Running jobs are few (bounded by agent slots): counting them per function is cheap.
+    this.cappedRunning = db.prepare(
+      `SELECT j.function AS name, count(*) AS running, f.max_concurrent AS max FROM jobs j
+       JOIN functions f ON f.tenant = j.tenant AND f.name = j.function
+       WHERE j.tenant = ? AND j.state = 'running' AND f.max_concurrent IS NOT NULL GROUP BY j.function`,
+    );
+    this.functionCap = db.prepare(`SELECT max_concurrent FROM functions WHERE tenant = ? AND name = ?`).pluck();
     this.queuedImages = db.prepare(`SELECT DISTINCT image FROM jobs WHERE state = 'queued'`).pluck();
     this.queuedForImage = db.prepare(`SELECT id FROM jobs WHERE state = 'queued' AND image = ? AND run_after <= ? LIMIT 1000`).pluck();
     this.runningByTenant = db.prepare(`SELECT count(*) FROM jobs WHERE tenant = ? AND state = 'running'`).pluck();
@@ -209,10 +235,18 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     // Rotate the starting tenant between passes so no tenant is always first.
     const start = this.rotation++ % tenants.length;
     const order = [...tenants.slice(start), ...tenants.slice(0, start)];
-    const state = new Map<string, { room: number; queue: Candidate[] }>();
+    const state = new Map<string, TenantPass>();
     for (const t of order) {
       const room = this.tenants.exists(t) ? this.tenants.quota(t).maxConcurrent - this.runningOf(t) : 0;
-      state.set(t, { room, queue: room > 0 ? (this.nextForTenant.all(t, now, Math.min(room, free)) as Candidate[]) : [] });
+      const s: TenantPass = { room, queue: [], caps: new Map(), full: new Set() };
+      if (room > 0) {
+        for (const r of this.cappedRunning.all(t) as Array<{ name: string; running: number; max: number }>) {
+          s.caps.set(r.name, { running: r.running, max: r.max });
+          if (r.running >= r.max) s.full.add(r.name);
+        }
+        s.queue = this.candidates(t, s, now, Math.min(room, free));
+      }
+      state.set(t, s);
     }
 
     let dispatched = 0;
@@ -240,6 +274,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
             s.room--;
             free--;
             dispatched++;
+            if (job.function !== null) this.countFunction(t, s, job.function, now, free);
           }
           // A rejected job took no slot: the tenant's next candidate may go in its place.
           if (outcome !== 'lost') progress = true;
@@ -249,6 +284,29 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       }
     }
     return dispatched;
+  }
+
+  /** The tenant's next queued jobs, skipping functions at their maxConcurrent. */
+  private candidates(tenant: string, s: TenantPass, now: number, limit: number): Candidate[] {
+    return this.nextForTenant.all(tenant, now, JSON.stringify([...s.full]), limit) as Candidate[];
+  }
+
+  /**
+   * One more of function `fn`'s jobs runs. At its maxConcurrent, the rest of its candidates
+   * leave this pass; if that empties the tenant's list, the next ones (of other functions, or
+   * ad hoc) are read in their place.
+   */
+  private countFunction(tenant: string, s: TenantPass, fn: string, now: number, free: number): void {
+    let cap = s.caps.get(fn);
+    if (!cap) {
+      const max = this.functionCap.get(tenant, fn) as number | null | undefined;
+      cap = { running: 0, max: max ?? Infinity };
+      s.caps.set(fn, cap);
+    }
+    if (++cap.running < cap.max) return;
+    s.full.add(fn);
+    s.queue = s.queue.filter((c) => c.function !== fn);
+    if (s.queue.length === 0 && s.room > 0 && free > 0) s.queue = this.candidates(tenant, s, now, Math.min(s.room, free));
   }
 
   private need(job: Candidate): Need {
