@@ -2,11 +2,13 @@
 export interface Args {
   positional: string[];
   flags: Record<string, string | boolean>;
+  /** Every value of each flag given more than once or not (`--env A=1 --env B=2`); `flags` keeps the last. */
+  repeated: Record<string, string[]>;
   rest: string[];
 }
 
 export function parseArgs(argv: string[], booleans: ReadonlySet<string> = new Set()): Args {
-  const out: Args = { positional: [], flags: {}, rest: [] };
+  const out: Args = { positional: [], flags: {}, repeated: {}, rest: [] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--') {
@@ -19,6 +21,8 @@ export function parseArgs(argv: string[], booleans: ReadonlySet<string> = new Se
       if (eq !== -1) out.flags[key] = a.slice(eq + 1);
       else if (booleans.has(key) || i + 1 >= argv.length || argv[i + 1]!.startsWith('--')) out.flags[key] = true;
       else out.flags[key] = argv[++i]!;
+      const value = out.flags[key]!;
+      if (typeof value === 'string') (out.repeated[key] ??= []).push(value);
     } else if (a === '-h') out.flags.help = true;
     else out.positional.push(a);
   }

@@ -6,6 +6,7 @@ import { TOKEN_HELP, tokenCommand } from './token.js';
 import { AGENT_HELP, agentCommand } from './agent.js';
 import { IMAGE_HELP, imageCommand } from './image.js';
 import { RUN_HELP, runCommand } from './run.js';
+import { FN_HELP, fnCommand } from './fn.js';
 import { UP_HELP, upCommand } from './up.js';
 
 const HELP = `corral — run commands in pre-warmed, unprivileged LXC containers
@@ -19,6 +20,9 @@ Usage:
                                         mint a token
   corral run [--image I --timeout S --retries N --cpu C --memory M] -- CMD...
                                         submit a job, stream its output, exit with its code
+  corral fn deploy NAME [--image I --timeout S --memory M --env K=V ...] -- CMD...
+  corral fn invoke NAME [--wait N] < input | ls | get NAME | rm NAME
+                                        save functions and call them (stdin in, stdout out)
   corral image build busybox|debian | import NAME ROOTFS.tar | ls
                                         manage images on this node
 
@@ -36,6 +40,7 @@ const commands: Record<string, Command> = {
   agent: { help: AGENT_HELP, run: agentCommand },
   token: { help: TOKEN_HELP, run: async (a) => (await tokenCommand(a), 0) },
   run: { help: RUN_HELP, run: runCommand },
+  fn: { help: FN_HELP, run: fnCommand },
   image: { help: IMAGE_HELP, run: async (a) => (await imageCommand(a), 0) },
 };
 
@@ -50,7 +55,7 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`corral: unknown command "${name}"\n\n${HELP}\n`);
     return 2;
   }
-  const args = parseArgs(rest, new Set(['help', 'fresh', 'follow', 'no-wait']));
+  const args = parseArgs(rest, new Set(['help', 'fresh', 'follow', 'no-wait', 'json']));
   if (args.flags.help) {
     process.stdout.write(command.help + '\n');
     return 0;
