@@ -134,7 +134,7 @@ export const MAX_INVOCATION_ENV_BYTES = 8 * 1024;
  * a character (1 572 864). The fixed fields (ids, image, cpuset, numbers, keys) fit easily in the
  * 16 KiB allowance. Measured on the worst case: stdin 1 572 866 + command 393 218 + env 393 206
  * bytes → a 2 359 750-byte frame (test/hostile/gateway-input.test.ts builds it); an invoke at
- * every limit measures less (test/functions-invoke.test.ts). The protocol's MAX_FRAME_BYTES must
+ * every limit measures 2 189 945 bytes (test/functions-frames.test.ts). The protocol's MAX_FRAME_BYTES must
  * stay well above this; a test checks it does.
  */
 export const WORST_RUN_FRAME_BYTES =
