@@ -1,19 +1,19 @@
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mintToken } from '../src/auth/tokens.js';
 import type { JobView } from '../src/jobs/view.js';
 import { startCluster, type Cluster } from './helpers/cluster.js';
-import { ROOT, runCli } from './helpers/process.js';
+import { runCli } from './helpers/process.js';
 
-/** Functions run for real: invoke through a gateway to an agent with real LXC containers. */
+/**
+ * Functions run for real: invoke through a gateway to an agent with real LXC containers. The CLI
+ * case runs the compiled CLI in dist/, as production does (`npm test` builds it first).
+ */
 
 let cluster: Cluster;
 let token: string;
 
 beforeAll(async () => {
-  // The CLI tests run the compiled CLI, as production does.
-  execFileSync('npm', ['run', '-s', 'build'], { cwd: ROOT, stdio: 'inherit' });
   cluster = await startCluster({ agents: ['fn1'] });
   await cluster.gateway.services.tenants.create('acme', {});
   token = await mintToken({
