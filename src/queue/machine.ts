@@ -35,6 +35,25 @@ export interface MachineEvents {
   'attempt:ended': [{ jobId: string; tenant: string; agent: string; result: AttemptResult }];
 }
 
+/** An attempt's end, as a hook inside the transition's transaction sees it. */
+export interface AttemptEnd {
+  jobId: string;
+  tenant: string;
+  fence: number;
+  result: AttemptResult;
+  now: number;
+  /** The job's final state, or undefined when it went back to the queue. */
+  final: JobState | undefined;
+}
+
+/** A job's end (any final transition), as a hook inside the transition's transaction sees it. */
+export interface JobEnd {
+  jobId: string;
+  tenant: string;
+  state: JobState;
+  now: number;
+}
+
 export interface MachineOptions {
   clock?: Clock;
   leaseMs?: number;
@@ -55,6 +74,8 @@ export class JobMachine extends EventEmitter<MachineEvents> {
   readonly clock: Clock;
   readonly leaseMs: number;
   private readonly backoffBaseMs: number;
+  private readonly attemptHooks: Array<(e: AttemptEnd) => void> = [];
+  private readonly endHooks: Array<(e: JobEnd) => void> = [];
 
   constructor(
     private readonly db: Database.Database,
@@ -83,6 +104,24 @@ export class JobMachine extends EventEmitter<MachineEvents> {
       if (this.db.inTransaction) this.db.exec('ROLLBACK');
       throw err;
     }
+  }
+
+  /**
+   * Registers work that must commit with every attempt's end (usage metering): it runs inside
+   * the same transaction, so it is never lost nor done for an end that rolled back. A hook that
+   * throws rolls the transition back.
+   */
+  onAttemptEnd(hook: (e: AttemptEnd) => void): void {
+    this.attemptHooks.push(hook);
+  }
+
+  /** Registers work that must commit with every job's final transition (the callback outbox). */
+  onJobEnd(hook: (e: JobEnd) => void): void {
+    this.endHooks.push(hook);
+  }
+
+  private ended(e: JobEnd): void {
+    for (const h of this.endHooks) h(e);
   }
 
   /** Inserts a job as `queued`. Call inside the caller's transaction; emits after it commits. */
@@ -177,9 +216,12 @@ export class JobMachine extends EventEmitter<MachineEvents> {
       this.sql.endAttempt.run({ ...cols, cpuSeconds: result.cpuSeconds ?? null, peakMemoryBytes: result.peakMemoryBytes ?? null });
       if (decision.kind === 'requeue') {
         this.sql.requeueJob.run({ ...cols, runAfter: now + decision.delayMs });
+        for (const h of this.attemptHooks) h({ jobId, tenant: job.tenant, fence, result, now, final: undefined });
         return { tenant: job.tenant, state: 'queued' as JobState };
       }
       this.sql.finishJob.run({ ...cols, state: decision.state });
+      for (const h of this.attemptHooks) h({ jobId, tenant: job.tenant, fence, result, now, final: decision.state });
+      this.ended({ jobId, tenant: job.tenant, state: decision.state, now });
       return { tenant: job.tenant, state: decision.state };
     });
     if (outcome.state === 'queued') this.emit('job:queued', { jobId, tenant: outcome.tenant });
@@ -195,7 +237,9 @@ export class JobMachine extends EventEmitter<MachineEvents> {
    * runs inside a transaction and calls `announceEnd` after it commits.
    */
   reject(jobId: string, reason: Extract<JobReason, 'rejected' | 'unplaceable'>, detail: string): string | undefined {
-    const row = this.sql.rejectQueued.get({ jobId, reason, detail, now: this.clock() }) as { tenant: string } | undefined;
+    const now = this.clock();
+    const row = this.sql.rejectQueued.get({ jobId, reason, detail, now }) as { tenant: string } | undefined;
+    if (row) this.ended({ jobId, tenant: row.tenant, state: 'failed', now });
     return row?.tenant;
   }
 
@@ -210,7 +254,11 @@ export class JobMachine extends EventEmitter<MachineEvents> {
    */
   cancel(jobId: string): JobState | 'cancelling' | undefined {
     const now = this.clock();
-    const queued = this.sql.cancelQueued.get({ jobId, now }) as { tenant: string } | undefined;
+    const queued = this.atomic(() => {
+      const row = this.sql.cancelQueued.get({ jobId, now }) as { tenant: string } | undefined;
+      if (row) this.ended({ jobId, tenant: row.tenant, state: 'cancelled', now });
+      return row;
+    });
     if (queued) {
       this.emit('job:ended', { jobId, tenant: queued.tenant, state: 'cancelled' });
       return 'cancelled';
