@@ -5,6 +5,8 @@ import { MIN_MEMORY_BYTES } from '../jobs/spec.js';
 export const DEFAULT_QUOTA = {
   maxConcurrent: 10,
   ratePerMinute: 600,
+  /** Trigger fires (`POST /hooks/:id`) a minute. */
+  firesPerMinute: 600,
   maxQueued: 1000,
   maxTimeoutSeconds: 3600,
   maxMemoryBytes: 1024 ** 3,
@@ -14,8 +16,8 @@ export const DEFAULT_QUOTA = {
 } as const;
 
 /**
- * A tenant's effective limits. Every limit is positive. The three that only pace a tenant —
- * `ratePerMinute`, `maxQueued`, `cpuSecondsPerDay` — may instead be `null`, meaning unlimited;
+ * A tenant's effective limits. Every limit is positive. The four that only pace a tenant —
+ * `ratePerMinute`, `firesPerMinute`, `maxQueued`, `cpuSecondsPerDay` — may instead be `null`, meaning unlimited;
  * the ones that shape a single job (`maxConcurrent`, `maxTimeoutSeconds`, `maxMemoryBytes`,
  * `maxCpu`, `maxOutputBytes`) must be numbers, since a job always runs with some bound. Zero is
  * never a value: a zero concurrency or memory would accept jobs that can never run.
@@ -25,7 +27,7 @@ export const DEFAULT_QUOTA = {
 export type Quota = {
   [K in keyof typeof DEFAULT_QUOTA]: K extends UnlimitedKey ? number | null : number;
 };
-export type UnlimitedKey = 'ratePerMinute' | 'maxQueued' | 'cpuSecondsPerDay';
+export type UnlimitedKey = 'ratePerMinute' | 'firesPerMinute' | 'maxQueued' | 'cpuSecondsPerDay';
 
 /** A positive integer up to `max`. */
 const limit = (max: number, min = 1) =>
@@ -37,6 +39,7 @@ export const QuotaPatchSchema = z
   .object({
     maxConcurrent: limit(10_000),
     ratePerMinute: pace(10_000_000),
+    firesPerMinute: pace(10_000_000),
     maxQueued: pace(10_000_000),
     maxTimeoutSeconds: limit(7 * 24 * 3600),
     // Below the smallest memory a job may ask for, no job could run.
