@@ -44,6 +44,8 @@ export interface AttemptEnd {
   now: number;
   /** The job's final state, or undefined when it went back to the queue. */
   final: JobState | undefined;
+  /** Set when the job was deleted while this attempt ran: no agent will report what it used. */
+  deleted?: boolean;
 }
 
 /** A job's end (any final transition), as a hook inside the transition's transaction sees it. */
@@ -275,7 +277,15 @@ export class JobMachine extends EventEmitter<MachineEvents> {
   remove(jobId: string): boolean {
     const row = this.sql.stateOf.get({ jobId }) as { state: JobState; agent: string | null; fence: number; tenant: string } | undefined;
     if (!row) return false;
-    this.sql.deleteJob.run({ jobId });
+    this.atomic(() => {
+      if (row.state === 'running') {
+        // Its usage must still be charged: the agent's report will find no job to end.
+        const result = { exitCode: null, signal: null, reason: 'cancelled' as const, detail: 'deleted while running' };
+        const now = this.clock();
+        for (const h of this.attemptHooks) h({ jobId, tenant: row.tenant, fence: row.fence, result, now, final: 'cancelled', deleted: true });
+      }
+      this.sql.deleteJob.run({ jobId });
+    });
     if (row.state === 'running' && row.agent) this.emit('job:cancel', { jobId, agent: row.agent, fence: row.fence });
     if (row.state === 'queued' || row.state === 'running') this.emit('job:ended', { jobId, tenant: row.tenant, state: 'cancelled' });
     return true;

@@ -21,6 +21,8 @@ export interface AttemptResult {
   reason: Reason;
   cpuSeconds?: number;
   peakMemoryBytes?: number;
+  /** Wall time of the attempt as the agent measured it. */
+  wallMs?: number;
   detail?: string;
   /** `job` when an `agent_error` was the job's own doing (see ResultSchema): it uses up a retry. */
   fault?: 'job' | 'platform';
