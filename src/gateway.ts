@@ -46,6 +46,7 @@ export async function startGateway(config: GatewayConfig, o: BuildOptions = {}):
   server.keepAliveTimeout = 65_000;
   services.hub.attach(server);
   services.scheduler.start();
+  services.callbacks.deliverer.start();
   const addr = server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.port;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
@@ -57,6 +58,8 @@ export async function startGateway(config: GatewayConfig, o: BuildOptions = {}):
     ...(adminToken && { adminToken }),
     async close() {
       services.scheduler.stop();
+      // Before the store closes: tries under way are cut short and left pending for the next start.
+      await services.callbacks.deliverer.stop();
       await services.hub.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

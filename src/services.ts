@@ -9,7 +9,8 @@ import { ImageRegistry } from './images/registry.js';
 import { Admission } from './jobs/admission.js';
 import { JobService } from './jobs/service.js';
 import { JobWaiters } from './jobs/waiters.js';
-import { Callbacks } from './jobs/callbacks.js';
+import { buildCallbacks, type Callbacks, type CallbackTuning } from './callbacks/index.js';
+import { SecretBox } from './secrets/box.js';
 import { FunctionService } from './functions/service.js';
 import { Metrics } from './metrics/metrics.js';
 import { OutputStore } from './output/store.js';
@@ -46,6 +47,8 @@ export interface BuildOptions {
   backoffBaseMs?: number;
   /** A database file other than `$CORRAL_DATA/corral.db` (":memory:" in tests). */
   dbFile?: string;
+  /** Callback deliverer overrides (tests: jitter, timeouts, poll interval, retry schedule). */
+  callbacks?: CallbackTuning;
 }
 
 export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Services {
@@ -71,6 +74,6 @@ export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Serv
     placementWaitMs: config.placementWaitMs,
     memoryReserveBytes: config.memoryReserve,
   });
-  const callbacks = new Callbacks(machine, jobs, { allowPrivate: config.callbackPrivate, log, durable: store.durable });
+  const callbacks = buildCallbacks({ config, store, machine, jobs, box: SecretBox.load(config.dataDir), clock: o.clock }, o.callbacks);
   return { config, log, store, secret, verifier, machine, output, tenants, images, admission, jobs, functions, waiters, hub, scheduler, metrics, callbacks };
 }

@@ -284,7 +284,7 @@ describe('quotas', () => {
 describe('callbackUrl', () => {
   it('POSTs the finished job to the callback URL when it ends', async () => {
     const { createServer } = await import('node:http');
-    const received: Array<{ headers: Record<string, unknown>; body: { id: string; state: string } }> = [];
+    const received: Array<{ headers: Record<string, unknown>; body: { type: string; data: { id: string; state: string } } }> = [];
     const server = createServer((req, res) => {
       let body = '';
       req.on('data', (d) => (body += d));
@@ -301,10 +301,11 @@ describe('callbackUrl', () => {
       const job = await (await open.req('POST', '/v1/jobs', { token: t, body: { command: 'true', callbackUrl: `http://127.0.0.1:${port}/done` } })).json();
       const c = open.s.machine.claim(job.id, 'a1')!;
       open.s.machine.finish(job.id, c.fence, { exitCode: 0, signal: null, reason: 'exit' });
-      await open.s.callbacks.settle();
+      await open.s.callbacks.deliverer.runOnce();
       expect(received).toHaveLength(1);
-      expect(received[0]!.body).toMatchObject({ id: job.id, state: 'succeeded' });
-      expect(received[0]!.headers['webhook-id']).toBe(job.id);
+      expect(received[0]!.body).toMatchObject({ type: 'job.ended', data: { id: job.id, state: 'succeeded' } });
+      const deliveries = (await (await open.req('GET', `/v1/jobs/${job.id}/deliveries`, { token: t })).json()).deliveries;
+      expect(received[0]!.headers['webhook-id']).toBe(deliveries[0].id);
     } finally {
       await open.close();
       server.close();
@@ -312,15 +313,13 @@ describe('callbackUrl', () => {
   });
 
   it('refuses to call loopback or private addresses by default', async () => {
-    const calls: string[] = [];
     const job = await (await submit({ command: 'true', callbackUrl: 'http://127.0.0.1:9/x' })).json();
-    (g.s.callbacks as unknown as { o: { fetch: typeof fetch } }).o.fetch = (async (u: string) => {
-      calls.push(u);
-      return new Response('ok');
-    }) as unknown as typeof fetch;
     const c = g.s.machine.claim(job.id, 'a1')!;
     g.s.machine.finish(job.id, c.fence, { exitCode: 0, signal: null, reason: 'exit' });
-    await g.s.callbacks.settle();
-    expect(calls).toEqual([]);
+    await g.s.callbacks.deliverer.runOnce();
+    const [d] = g.s.callbacks.outbox.ofJob(job.id);
+    // Refused before any connection: no status, and no try after this one.
+    expect(d).toMatchObject({ state: 'failed', lastStatus: null });
+    expect(d!.lastError).toMatch(/127\.0\.0\.1, which is not a public address/);
   });
 });

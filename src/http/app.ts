@@ -4,6 +4,7 @@ import { routePath } from 'hono/route';
 import { authenticate } from '../auth/middleware.js';
 import { jobRoutes } from '../jobs/routes.js';
 import { functionRoutes } from '../functions/routes.js';
+import { callbackRoutes } from '../callbacks/routes.js';
 import { tenantRoutes } from '../tenants/routes.js';
 import { agentRoutes } from '../agents/routes.js';
 import type { Services } from '../services.js';
@@ -57,6 +58,7 @@ export function createApp(s: Services) {
   api.route('/', tenantRoutes(s));
   api.route('/', jobRoutes(s));
   api.route('/', functionRoutes(s));
+  api.route('/', callbackRoutes(s));
   api.route('/', agentRoutes(s));
   api.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' });
   api.doc31('/openapi.json', {

@@ -1,7 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import pino from 'pino';
-import { Callbacks, isPublicAddress, type Resolver } from '../../src/jobs/callbacks.js';
+import { newDeliverer } from '../../src/callbacks/index.js';
+import { isPublicAddress, type Resolver } from '../../src/callbacks/target.js';
 import { problemOf, testGateway, type TestGateway } from '../fixtures.js';
 
 /** Callbacks cannot reach inside: every spelling of a private address, rebinding and redirects fail closed. */
@@ -39,14 +39,13 @@ async function endWithCallback(gw: TestGateway, callbackUrl: string): Promise<vo
   const id = (await res.json()).id as string;
   const c = gw.s.machine.claim(id, 'a1')!;
   gw.s.machine.finish(id, c.fence, { exitCode: 0, signal: null, reason: 'exit' });
-  await gw.s.callbacks.settle();
+  // Tries every delivery that is due, and waits for those tries to end.
+  await gw.s.callbacks.deliverer.runOnce();
 }
 
-/** Replaces the gateway's callback sender with one using `resolve`, quick timeouts and no retry delays. */
+/** Replaces the gateway's callback deliverer with one using `resolve` and quick timeouts. */
 function withResolver(gw: TestGateway, resolve: Resolver, allowPrivate = false): void {
-  const log = pino({ level: 'silent' });
-  gw.s.machine.removeAllListeners('job:ended');
-  gw.s.callbacks = new Callbacks(gw.s.machine, gw.s.jobs, { allowPrivate, log, resolve, timeoutMs: 500, delaysMs: [0, 0, 0] });
+  gw.s.callbacks.deliverer = newDeliverer({ ...gw.s, ...gw.s.callbacks, allowPrivate }, { resolve, timeoutMs: 500 });
 }
 
 describe('callbacks reach only public addresses', () => {
