@@ -74,6 +74,10 @@ export class JobService {
       attempts: db.select().from(attempts).where(eq(attempts.jobId, p('id'))).orderBy(asc(attempts.n)).prepare(),
       // Read at every job's end: a raw statement, no row mapping or spec parsing.
       callbackUrl: store.sqlite.prepare(`SELECT json_extract(spec, '$.callbackUrl') AS url FROM jobs WHERE id = ? AND tenant = ?`),
+      // The scheduler takes a tenant's queued jobs in (run_after, id) order: those before this one, on the jobs_claimable index.
+      ahead: store.sqlite
+        .prepare(`SELECT count(*) FROM jobs WHERE tenant = @tenant AND state = 'queued' AND (run_after < @runAfter OR (run_after = @runAfter AND id < @id))`)
+        .pluck(),
     };
   }
 
@@ -194,9 +198,13 @@ export class JobService {
     return row;
   }
 
-  private view(row: JobRow): JobView {
+  private view(row: JobRow & { runAfter?: number }): JobView {
     const list = this.q.attempts.all({ id: row.id });
-    return toJobView(row, list);
+    const view = toJobView(row, list);
+    if (row.state === 'queued' && row.runAfter !== undefined) {
+      view.queuePosition = (this.q.ahead.get({ tenant: row.tenant, runAfter: row.runAfter, id: row.id }) as number) + 1;
+    }
+    return view;
   }
 
   /** Newest first; `cursor` is the last id of the previous page. */

@@ -51,6 +51,8 @@ export const JobViewSchema = z
     endedAt: z.string().nullable(),
     outputBytes: z.number().int(),
     outputTruncated: z.boolean(),
+    /** A queued job's 1-based place among its tenant's queued jobs, in the order the scheduler takes them. */
+    queuePosition: z.number().int().optional(),
   })
   .openapi('Job');
 
