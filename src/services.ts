@@ -17,6 +17,8 @@ import { OutputStore } from './output/store.js';
 import { JobMachine, type Clock } from './queue/machine.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { TenantService } from './tenants/service.js';
+import { UsageMeter } from './usage/meter.js';
+import { UsageService } from './usage/service.js';
 import { join } from 'node:path';
 
 /** Everything the routes and loops use, built once from the config and passed down. */
@@ -31,6 +33,7 @@ export interface Services {
   tenants: TenantService;
   images: ImageRegistry;
   admission: Admission;
+  usage: UsageService;
   jobs: JobService;
   functions: FunctionService;
   waiters: JobWaiters;
@@ -60,10 +63,13 @@ export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Serv
   const verifier = new TokenVerifier({ secret, issuer: config.jwtIssuer, audience: config.jwtAudience, ...(config.jwks && { jwks: config.jwks }) });
   const machine = new JobMachine(store.sqlite, { leaseMs: config.leaseMs, ...(o.clock && { clock: o.clock }), ...(o.backoffBaseMs !== undefined && { backoffBaseMs: o.backoffBaseMs }) });
   const output = new OutputStore(store.sqlite);
+  // Usage rolls up in the transaction of every attempt's end: registered before anything can end one.
+  new UsageMeter(store.sqlite, machine);
   const tenants = new TenantService(store);
+  const usage = new UsageService(store.sqlite, tenants);
   const images = new ImageRegistry(config.defaultImages, { placementWaitMs: config.placementWaitMs, ...(o.clock && { clock: o.clock }) });
   let hub: AgentHub | undefined;
-  const admission = new Admission(store.sqlite, images, () => hub?.agents() ?? [], config.memoryReserve);
+  const admission = new Admission(store.sqlite, images, () => hub?.agents() ?? [], config.memoryReserve, usage);
   const jobs = new JobService(store, machine, tenants, admission, config.defaultImage);
   const functions = new FunctionService(store, tenants, admission, jobs, config.defaultImage);
   const waiters = new JobWaiters(machine, store.durable);
@@ -73,7 +79,8 @@ export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Serv
     images,
     placementWaitMs: config.placementWaitMs,
     memoryReserveBytes: config.memoryReserve,
+    usage,
   });
   const callbacks = buildCallbacks({ config, store, machine, jobs, box: SecretBox.load(config.dataDir), clock: o.clock }, o.callbacks);
-  return { config, log, store, secret, verifier, machine, output, tenants, images, admission, jobs, functions, waiters, hub, scheduler, metrics, callbacks };
+  return { config, log, store, secret, verifier, machine, output, tenants, images, admission, usage, jobs, functions, waiters, hub, scheduler, metrics, callbacks };
 }

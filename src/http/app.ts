@@ -7,6 +7,7 @@ import { functionRoutes } from '../functions/routes.js';
 import { callbackRoutes } from '../callbacks/routes.js';
 import { tenantRoutes } from '../tenants/routes.js';
 import { agentRoutes } from '../agents/routes.js';
+import { usageRoutes } from '../usage/routes.js';
 import type { Services } from '../services.js';
 import type { AppEnv } from './env.js';
 import { ApiError, onError, problem } from './errors.js';
@@ -60,6 +61,7 @@ export function createApp(s: Services) {
   api.route('/', functionRoutes(s));
   api.route('/', callbackRoutes(s));
   api.route('/', agentRoutes(s));
+  api.route('/', usageRoutes(s));
   api.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' });
   api.doc31('/openapi.json', {
     openapi: '3.1.0',

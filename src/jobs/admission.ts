@@ -4,6 +4,8 @@ import { LimitExceeded, QuotaExceeded, Unprocessable } from '../errors/domain.js
 import type { ImageRegistry } from '../images/registry.js';
 import type { Quota } from '../tenants/quota.js';
 import { RateLimiter } from '../tenants/rate.js';
+import { msToNextUtcDay } from '../usage/meter.js';
+import type { UsageService } from '../usage/service.js';
 import { MIN_MEMORY_BYTES, parseCpuset, type JobSpec } from './spec.js';
 
 export const DEFAULT_MEMORY_BYTES = 256 * 1024 ** 2;
@@ -44,7 +46,6 @@ function unusableQuota(q: Quota): void {
 export class Admission {
   private readonly rate = new RateLimiter();
   private readonly queuedCount;
-  private readonly cpuUsed;
   private readonly counts = new Map<string, { at: number; queued: number; added: number }>();
   private readonly budgets = new Map<string, { at: number; used: number }>();
 
@@ -54,9 +55,10 @@ export class Admission {
     /** The agents connected now: a job none of them could ever take is refused at submit. */
     private readonly agents: () => readonly AgentConn[] = () => [],
     private readonly memoryReserveBytes = 0,
+    /** Today's CPU-seconds per tenant (usage_daily plus running attempts); without it there is no budget check. */
+    private readonly usage?: UsageService,
   ) {
     this.queuedCount = db.prepare(`SELECT count(*) AS n FROM jobs WHERE tenant = ? AND state = 'queued'`).pluck();
-    this.cpuUsed = db.prepare(`SELECT coalesce(sum(cpu_seconds), 0) FROM attempts WHERE tenant = ? AND ended_at >= ?`).pluck();
   }
 
   /**
@@ -109,7 +111,8 @@ export class Admission {
       throw new QuotaExceeded(`the tenant already has ${quota.maxQueued} jobs queued`, 'maxQueued', 5);
     }
     if (quota.cpuSecondsPerDay !== null && this.cpuSecondsToday(tenant, now) >= quota.cpuSecondsPerDay) {
-      throw new QuotaExceeded(`the tenant used its ${quota.cpuSecondsPerDay} CPU-seconds for the last 24 hours`, 'cpuSecondsPerDay', 3600);
+      // The budget is per UTC day, running attempts included: it comes back at midnight UTC.
+      throw new QuotaExceeded(`the tenant used its ${quota.cpuSecondsPerDay} CPU-seconds for today (UTC)`, 'cpuSecondsPerDay', msToNextUtcDay(now) / 1000);
     }
     this.counts.get(tenant)!.added++;
     return filled;
@@ -144,16 +147,14 @@ export class Admission {
     return c.queued + c.added;
   }
 
+  /** Today's CPU-seconds, read at most every 250 ms per tenant (a burst of submissions reads it once). */
   private cpuSecondsToday(tenant: string, now: number): number {
+    if (!this.usage) return 0;
     let b = this.budgets.get(tenant);
-    if (!b || now - b.at > 1000) {
-      b = { at: now, used: this.cpuUsed.get(tenant, now - 86_400_000) as number };
+    if (!b || now - b.at > COUNT_TTL_MS || now < b.at) {
+      b = { at: now, used: this.usage.cpuToday(tenant, now) };
       this.budgets.set(tenant, b);
     }
     return b.used;
-  }
-
-  usage(tenant: string, now = Date.now()) {
-    return { queued: this.queuedCount.get(tenant) as number, cpuSecondsLast24h: this.cpuUsed.get(tenant, now - 86_400_000) as number };
   }
 }

@@ -195,20 +195,5 @@ export function jobRoutes(s: Services) {
     },
   );
 
-  app.openapi(
-    createRoute({
-      method: 'get',
-      path: '/v1/usage',
-      summary: "The calling tenant's quota and usage",
-      security: bearer,
-      middleware: [requireScope(['jobs:read', 'functions:read'], { tenant: true })] as const,
-      responses: { 200: { description: 'Usage', content: { 'application/json': { schema: z.object({}).passthrough() } } }, ...problems(401, 403) },
-    }),
-    (c) => {
-      const tenant = c.get('principal').tenant!;
-      return c.json({ tenant, quota: s.tenants.quota(tenant), ...s.admission.usage(tenant), running: s.scheduler.runningOf(tenant) }, 200);
-    },
-  );
-
   return app;
 }

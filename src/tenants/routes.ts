@@ -61,21 +61,5 @@ export function tenantRoutes(s: Services) {
     async (c) => c.json(await s.tenants.updateQuota(c.req.valid('param').id, c.req.valid('json').quota), 200),
   );
 
-  app.openapi(
-    createRoute({
-      method: 'get',
-      path: '/v1/tenants/{id}/usage',
-      security: bearer,
-      middleware: [admin] as const,
-      request: { params: Params },
-      responses: { 200: ok(z.object({}).passthrough(), 'Usage'), ...problems(401, 403, 404) },
-    }),
-    (c) => {
-      const id = c.req.valid('param').id;
-      s.tenants.get(id);
-      return c.json({ tenant: id, quota: s.tenants.quota(id), ...s.admission.usage(id), running: s.scheduler.runningOf(id) }, 200);
-    },
-  );
-
   return app;
 }
