@@ -12,6 +12,7 @@ import { JobWaiters } from './jobs/waiters.js';
 import { buildCallbacks, type Callbacks, type CallbackTuning } from './callbacks/index.js';
 import { SecretBox } from './secrets/box.js';
 import { FunctionService } from './functions/service.js';
+import { TriggerService } from './triggers/service.js';
 import { Metrics } from './metrics/metrics.js';
 import { OutputStore } from './output/store.js';
 import { JobMachine, type Clock } from './queue/machine.js';
@@ -36,6 +37,9 @@ export interface Services {
   usage: UsageService;
   jobs: JobService;
   functions: FunctionService;
+  /** Seals secrets kept in the database (key: `$CORRAL_DATA/secrets.key`). */
+  box: SecretBox;
+  triggers: TriggerService;
   waiters: JobWaiters;
   hub: AgentHub;
   scheduler: Scheduler;
@@ -72,6 +76,8 @@ export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Serv
   const admission = new Admission(store.sqlite, images, () => hub?.agents() ?? [], config.memoryReserve, usage);
   const jobs = new JobService(store, machine, tenants, admission, config.defaultImage);
   const functions = new FunctionService(store, tenants, admission, jobs, config.defaultImage);
+  const box = SecretBox.load(config.dataDir);
+  const triggers = new TriggerService(store, box, functions, tenants, o.clock);
   const waiters = new JobWaiters(machine, store.durable);
   const metrics = new Metrics(store.sqlite, { agents: () => hub?.count() ?? 0, defaultMetrics: true });
   hub = new AgentHub({ machine, output, images, metrics, log, verifier, heartbeatMs: Math.max(500, Math.floor(config.leaseMs / 3)), commit: store.commit });
@@ -82,5 +88,5 @@ export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Serv
     usage,
   });
   const callbacks = buildCallbacks({ config, store, machine, jobs, box, clock: o.clock }, o.callbacks);
-  return { config, log, store, secret, verifier, machine, output, tenants, images, admission, usage, jobs, functions, waiters, hub, scheduler, metrics, callbacks };
+  return { config, log, store, secret, verifier, machine, output, tenants, images, admission, usage, jobs, functions, box, triggers, waiters, hub, scheduler, metrics, callbacks };
 }

@@ -4,6 +4,7 @@ import { routePath } from 'hono/route';
 import { authenticate } from '../auth/middleware.js';
 import { jobRoutes } from '../jobs/routes.js';
 import { functionRoutes } from '../functions/routes.js';
+import { triggerRoutes } from '../triggers/routes.js';
 import { callbackRoutes } from '../callbacks/routes.js';
 import { tenantRoutes } from '../tenants/routes.js';
 import { agentRoutes } from '../agents/routes.js';
@@ -59,6 +60,7 @@ export function createApp(s: Services) {
   api.route('/', tenantRoutes(s));
   api.route('/', jobRoutes(s));
   api.route('/', functionRoutes(s));
+  api.route('/', triggerRoutes(s));
   api.route('/', callbackRoutes(s));
   api.route('/', agentRoutes(s));
   api.route('/', usageRoutes(s));
