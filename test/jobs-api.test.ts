@@ -277,7 +277,7 @@ describe('quotas', () => {
   it('reports usage to the tenant', async () => {
     await submit({ command: 'true' });
     const u = await (await g.req('GET', '/v1/usage', { token: acme })).json();
-    expect(u).toMatchObject({ tenant: 'acme', queued: 1, running: 0, quota: { maxConcurrent: 10 } });
+    expect(u).toMatchObject({ tenant: 'acme', now: { queued: 1, running: 0 }, quota: { maxConcurrent: 10 } });
   });
 });
 
