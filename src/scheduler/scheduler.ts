@@ -9,6 +9,7 @@ import { cpusetHighest } from '../jobs/admission.js';
 import type { JobSpec } from '../jobs/spec.js';
 import type { JobMachine } from '../queue/machine.js';
 import type { TenantService } from '../tenants/service.js';
+import type { UsageService } from '../usage/service.js';
 import { encodeRun, runFrameProblem, type RunFrame } from './run-frame.js';
 
 export interface SchedulerEvents {
@@ -26,6 +27,8 @@ export interface SchedulerOptions {
   placementWaitMs?: number;
   /** Memory kept back on every agent; placement promises at most the rest. */
   memoryReserveBytes?: number;
+  /** Today's CPU use: a tenant past its cpuSecondsPerDay gets no more jobs started until the next UTC day. */
+  usage?: UsageService;
 }
 
 interface Candidate {
@@ -43,7 +46,16 @@ interface Candidate {
 interface TenantPass {
   /** Jobs it may still start (its maxConcurrent less what runs). */
   room: number;
+  /** Jobs it runs now, counting those started in this pass: the fewest goes next. */
+  running: number;
+  /** Candidates read and not yet looked at, in the tenant's queue order. */
   queue: Candidate[];
+  /** Where the next page of candidates starts: after the last one read. */
+  after: { runAfter: number; id: string };
+  /** No queued job of this tenant is left past `after`. */
+  exhausted: boolean;
+  /** Candidates looked at in this pass (bounded by SCAN_LIMIT). */
+  scanned: number;
   /** Functions with a maxConcurrent: how many of their jobs run, and the cap. */
   caps: Map<string, { running: number; max: number }>;
   /** Functions at their cap: their jobs wait. */
@@ -60,11 +72,35 @@ interface Need {
 
 /** How often queued jobs are checked for an image no agent offers: the check reads every queued row's image. */
 const SWEEP_EVERY_MS = 2000;
+/** Candidates read per query while looking for a tenant's next placeable job. */
+const PAGE = 64;
+/**
+ * Candidates one tenant may have looked at in one pass. Jobs whose image no free agent offers,
+ * or whose memory no free agent has, are skipped in SQL and never count; this bounds only the
+ * rarer misfits (a cpuset naming CPUs the free agents lack, image and memory on different agents).
+ */
+const SCAN_LIMIT = 2000;
+
+/** Filters a pass applies in SQL: what the agents with a free slot could take at all. */
+interface PassFilter {
+  /** JSON array of the images the agents with a free slot offer. */
+  images: string;
+  /** The most memory free on one of them. */
+  maxFree: number;
+  /** The most memory any connected agent could ever promise: jobs above it still come through, to be ended unplaceable. */
+  maxAllocatable: number;
+}
 
 /**
- * Moves queued jobs onto agents: fair across tenants (one job per tenant per round), within each
- * tenant's `maxConcurrent`, onto an agent that has the image and a free slot, preferring one that
- * holds an idle warm container for (tenant, image). It also reaps expired leases.
+ * Moves queued jobs onto agents: fair across tenants (each slot goes to the tenant that runs the
+ * fewest jobs now, ties taken in a rotating order), within each tenant's `maxConcurrent`, its
+ * functions' `maxConcurrent` and its daily CPU budget, onto an agent that has the image, the
+ * memory, the CPUs and a free slot, preferring one that holds an idle warm container for
+ * (tenant, image). It also reaps expired leases.
+ *
+ * Never head-of-line blocked: a job no free agent can take this pass is skipped, not waited on,
+ * and the tenant's later jobs are read past it — in SQL for an image or memory no free agent has,
+ * in the loop for the rest — so neither its own other jobs nor another tenant's wait behind it.
  *
  * `runOnce()` does one pass and is what tests call; `start()` runs it on every kick (a job queued,
  * a slot freed) and on a timer for backoffs and leases.
@@ -100,10 +136,17 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     this.tenantsWithWork = db.prepare(`SELECT DISTINCT tenant FROM jobs WHERE state = 'queued' AND run_after <= ?`).pluck();
     // The last parameter is a JSON array of the tenant's functions at their maxConcurrent: their
     // jobs are skipped in SQL, so a backlog of one capped function never hides the tenant's others.
+    // Read in pages after a cursor, on the jobs_claimable index. Jobs for an image no free agent
+    // offers, or asking more memory than any free agent has, are passed over here (they cannot
+    // start this pass); ones bigger than any agent could ever hold still come through, to end.
     this.nextForTenant = db.prepare(
       `SELECT id, image, spec, function, run_after AS runAfter FROM jobs
-       WHERE tenant = ? AND state = 'queued' AND run_after <= ? AND (function IS NULL OR function NOT IN (SELECT value FROM json_each(?)))
-       ORDER BY run_after, id LIMIT ?`,
+       WHERE tenant = @tenant AND state = 'queued' AND run_after <= @now
+         AND (run_after > @afterRunAfter OR (run_after = @afterRunAfter AND id > @afterId))
+         AND (function IS NULL OR function NOT IN (SELECT value FROM json_each(@full)))
+         AND image IN (SELECT value FROM json_each(@images))
+         AND (coalesce(json_extract(spec, '$.memory'), 0) <= @maxFree OR json_extract(spec, '$.memory') > @maxAllocatable)
+       ORDER BY run_after, id LIMIT @limit`,
     );
     // Running jobs are few (bounded by agent slots): counting them per function is cheap.
     this.cappedRunning = db.prepare(
@@ -231,72 +274,94 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     const now = this.machine.clock();
     const tenants = this.tenantsWithWork.all(now) as string[];
     if (tenants.length === 0) return 0;
+    // Within a pass free slots and memory only shrink: what no free agent could take at its start stays untakeable.
+    const filter: PassFilter = {
+      images: JSON.stringify([...new Set(agents.flatMap((a) => a.images))]),
+      maxFree: Math.max(...agents.map((a) => freeMemory(a, this.reserve))),
+      maxAllocatable: Math.max(...this.hub.agents().map((a) => allocatableMemory(a, this.reserve))),
+    };
 
-    // Rotate the starting tenant between passes so no tenant is always first.
+    // Rotate the order ties are broken in between passes so no tenant is always first.
     const start = this.rotation++ % tenants.length;
     const order = [...tenants.slice(start), ...tenants.slice(0, start)];
     const state = new Map<string, TenantPass>();
     for (const t of order) {
-      const room = this.tenants.exists(t) ? this.tenants.quota(t).maxConcurrent - this.runningOf(t) : 0;
-      const s: TenantPass = { room, queue: [], caps: new Map(), full: new Set() };
+      const running = this.runningOf(t);
+      const quota = this.tenants.exists(t) ? this.tenants.quota(t) : undefined;
+      let room = quota ? quota.maxConcurrent - running : 0;
+      // Past its daily CPU budget (running attempts included) a tenant's jobs wait for the next UTC day.
+      if (room > 0 && this.o.usage?.overBudget(t, quota!, now)) room = 0;
+      const s: TenantPass = { room, running, queue: [], after: { runAfter: -1, id: '' }, exhausted: false, scanned: 0, caps: new Map(), full: new Set() };
       if (room > 0) {
         for (const r of this.cappedRunning.all(t) as Array<{ name: string; running: number; max: number }>) {
           s.caps.set(r.name, { running: r.running, max: r.max });
           if (r.running >= r.max) s.full.add(r.name);
         }
-        s.queue = this.candidates(t, s, now, Math.min(room, free));
       }
       state.set(t, s);
     }
 
     let dispatched = 0;
-    let progress = true;
-    while (progress && free > 0) {
-      progress = false;
-      for (const t of order) {
-        const s = state.get(t)!;
-        if (s.room <= 0) continue;
-        // The first of this tenant's candidates that some agent can take.
-        for (let i = 0; i < s.queue.length; i++) {
-          const job = s.queue[i]!;
-          const need = (job.need ??= this.need(job));
-          const agent = this.pick(agents, t, job, need);
-          if (!agent) {
-            if (this.unplaceable(job, need, now, outbox)) {
-              s.queue.splice(i--, 1);
-              progress = true;
-            }
-            continue;
-          }
-          s.queue.splice(i, 1);
-          const outcome = this.dispatch(agent, t, job, need, outbox);
-          if (outcome === 'sent') {
-            s.room--;
-            free--;
-            dispatched++;
-            if (job.function !== null) this.countFunction(t, s, job.function, now, free);
-          }
-          // A rejected job took no slot: the tenant's next candidate may go in its place.
-          if (outcome !== 'lost') progress = true;
-          break;
-        }
-        if (free === 0) break;
+    while (free > 0) {
+      // The next slot goes to the tenant running the fewest jobs (max-min fair share of slots).
+      let t: string | undefined;
+      for (const u of order) {
+        const s = state.get(u)!;
+        if (s.room > 0 && (t === undefined || s.running < state.get(t)!.running)) t = u;
       }
+      if (t === undefined) break;
+      const s = state.get(t)!;
+      const next = this.nextPlaceable(t, s, agents, filter, now, outbox);
+      if (!next) {
+        s.room = 0;
+        continue;
+      }
+      const outcome = this.dispatch(next.agent, t, next.job, next.need, outbox);
+      if (outcome !== 'sent') continue; // it took no slot: the tenant's next candidate may go in its place
+      s.room--;
+      s.running++;
+      free--;
+      dispatched++;
+      if (next.job.function !== null) this.countFunction(t, s, next.job.function);
     }
     return dispatched;
   }
 
-  /** The tenant's next queued jobs, skipping functions at their maxConcurrent. */
-  private candidates(tenant: string, s: TenantPass, now: number, limit: number): Candidate[] {
-    return this.nextForTenant.all(tenant, now, JSON.stringify([...s.full]), limit) as Candidate[];
+  /**
+   * The tenant's next queued job that an agent with a free slot can take, and that agent. Jobs
+   * it cannot place are dropped from this pass (after ending them `unplaceable` when no agent
+   * could ever take them and they have waited the placement wait), and the queue is read on
+   * past them; undefined when none is left or SCAN_LIMIT were looked at.
+   */
+  private nextPlaceable(tenant: string, s: TenantPass, agents: AgentConn[], filter: PassFilter, now: number, outbox: Array<() => void>) {
+    for (;;) {
+      if (s.queue.length === 0) {
+        if (s.exhausted || s.scanned >= SCAN_LIMIT) return undefined;
+        s.queue = this.nextForTenant.all({
+          tenant,
+          now,
+          afterRunAfter: s.after.runAfter,
+          afterId: s.after.id,
+          full: JSON.stringify([...s.full]),
+          ...filter,
+          limit: PAGE,
+        }) as Candidate[];
+        if (s.queue.length < PAGE) s.exhausted = true;
+        const last = s.queue[s.queue.length - 1];
+        if (last) s.after = { runAfter: last.runAfter, id: last.id };
+        if (s.queue.length === 0) return undefined;
+      }
+      const job = s.queue.shift()!;
+      s.scanned++;
+      const need = (job.need ??= this.need(job));
+      const agent = this.pick(agents, tenant, job, need);
+      if (agent) return { job, need, agent };
+      this.unplaceable(job, need, now, outbox);
+    }
   }
 
-  /**
-   * One more of function `fn`'s jobs runs. At its maxConcurrent, the rest of its candidates
-   * leave this pass; if that empties the tenant's list, the next ones (of other functions, or
-   * ad hoc) are read in their place.
-   */
-  private countFunction(tenant: string, s: TenantPass, fn: string, now: number, free: number): void {
+  /** One more of function `fn`'s jobs runs. At its maxConcurrent, the rest of its jobs wait for the next pass. */
+  private countFunction(tenant: string, s: TenantPass, fn: string): void {
     let cap = s.caps.get(fn);
     if (!cap) {
       const max = this.functionCap.get(tenant, fn) as number | null | undefined;
@@ -304,9 +369,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       s.caps.set(fn, cap);
     }
     if (++cap.running < cap.max) return;
+    // Later pages leave it out in SQL; the ones already read are dropped here.
     s.full.add(fn);
     s.queue = s.queue.filter((c) => c.function !== fn);
-    if (s.queue.length === 0 && s.room > 0 && free > 0) s.queue = this.candidates(tenant, s, now, Math.min(s.room, free));
   }
 
   private need(job: Candidate): Need {
