@@ -46,7 +46,9 @@ export class ApiError extends Error {
 /** A problem+json answer; `extensions` are extra members (RFC 9457 §3.2), such as a failed job's state. */
 export function problem(c: Context, code: ProblemCode, detail: string, errors: FieldError[] = [], headers: Record<string, string> = {}, extensions: Record<string, unknown> = {}) {
   const { status, title } = PROBLEMS[code];
-  const body = JSON.stringify({ ...extensions, type: `/problems/${code}`, title, status, detail, errors, requestId: c.get('requestId') });
+  // A more specific type may come in `extensions` (a quota's or a limit's own type); the rest cannot be overridden.
+  const type = typeof extensions.type === 'string' ? extensions.type : `/problems/${code}`;
+  const body = JSON.stringify({ ...extensions, type, title, status, detail, errors, requestId: c.get('requestId') });
   return c.body(body, status as ContentfulStatusCode, { 'content-type': 'application/problem+json', ...headers });
 }
 
@@ -59,11 +61,19 @@ export function zodFieldErrors(err: ZodError, prefix = ''): FieldError[] {
   });
 }
 
-function fromDomain(err: DomainError): { code: ProblemCode; headers?: Record<string, string> } {
+/**
+ * A quota over its limit is `/problems/quota/<limit>` (429, Retry-After); a job asking more than
+ * its tenant's per-job maximum is `/problems/limit/<limit>` (422): clients can tell which without
+ * reading the detail.
+ */
+function fromDomain(err: DomainError): { code: ProblemCode; headers?: Record<string, string>; type?: string } {
   if (err instanceof NotFound) return { code: 'not_found' };
   if (err instanceof Conflict) return { code: 'conflict' };
-  if (err instanceof LimitExceeded || err instanceof Unprocessable) return { code: 'unprocessable' };
-  if (err instanceof QuotaExceeded) return { code: 'rate_limited', headers: { 'retry-after': String(Math.max(1, Math.ceil(err.retryAfterSeconds))) } };
+  if (err instanceof LimitExceeded) return { code: 'unprocessable', type: `/problems/limit/${err.limit}` };
+  if (err instanceof Unprocessable) return { code: 'unprocessable' };
+  if (err instanceof QuotaExceeded) {
+    return { code: 'rate_limited', type: `/problems/quota/${err.limit}`, headers: { 'retry-after': String(Math.max(1, Math.ceil(err.retryAfterSeconds))) } };
+  }
   if (err instanceof LeaseLost) return { code: 'conflict' };
   return { code: 'bad_request' };
 }
@@ -73,9 +83,9 @@ export function onError(err: Error, c: Context<AppEnv>) {
   if (err instanceof ApiError) return problem(c, err.code, err.message, err.errors, err.headers);
   if (err instanceof ZodError) return problem(c, 'bad_request', 'the request is not valid', zodFieldErrors(err));
   if (err instanceof DomainError) {
-    const { code, headers } = fromDomain(err);
+    const { code, headers, type } = fromDomain(err);
     const errors = err.field ? [{ field: err.field, message: err.message }] : [];
-    return problem(c, code, err.message, errors, headers);
+    return problem(c, code, err.message, errors, headers, type ? { type } : {});
   }
   if (err instanceof HTTPException) {
     const status = err.status;
