@@ -1,5 +1,6 @@
 import type Database from 'better-sqlite3';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { registerTenantMetrics } from './tenants.js';
 
 /** The gateway's Prometheus metrics, in a registry of its own (one per gateway, so tests can make many). */
 export class Metrics {
@@ -8,9 +9,8 @@ export class Metrics {
   readonly attemptsEnded: Counter<'reason'>;
   readonly agentsConnected: Gauge;
 
-  constructor(db: Database.Database, opts: { agents: () => number; defaultMetrics?: boolean } = { agents: () => 0 }) {
+  constructor(db: Database.Database, opts: { agents: () => number; defaultMetrics?: boolean; tenantLabels?: number } = { agents: () => 0 }) {
     const byState = db.prepare(`SELECT state, count(*) AS n FROM jobs GROUP BY state`);
-    const depth = db.prepare(`SELECT tenant, count(*) AS n FROM jobs WHERE state = 'queued' GROUP BY tenant`);
     new Gauge({
       name: 'corral_jobs',
       help: 'Jobs by state',
@@ -21,16 +21,8 @@ export class Metrics {
         for (const r of byState.all() as Array<{ state: string; n: number }>) this.set({ state: r.state }, r.n);
       },
     });
-    new Gauge({
-      name: 'corral_queue_depth',
-      help: 'Queued jobs per tenant',
-      labelNames: ['tenant'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const r of depth.all() as Array<{ tenant: string; n: number }>) this.set({ tenant: r.tenant }, r.n);
-      },
-    });
+    // Per-tenant series, corral_queue_depth among them, with a bounded number of tenant labels.
+    registerTenantMetrics(this.registry, db, opts.tenantLabels);
     this.httpDuration = new Histogram({
       name: 'corral_http_request_duration_seconds',
       help: 'HTTP request latency',
