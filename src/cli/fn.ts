@@ -22,7 +22,7 @@ const COMMON = ['url', 'token', 'data'];
 /** The longest one request holds for the job (the gateway's ?wait maximum). */
 const MAX_HOLD_SECONDS = 60;
 
-interface Api {
+export interface Api {
   url: string;
   headers: Record<string, string>;
 }
@@ -48,7 +48,7 @@ interface Job {
   reason: string | null;
 }
 
-function api(args: Args, env: NodeJS.ProcessEnv): Api {
+export function api(args: Args, env: NodeJS.ProcessEnv): Api {
   const url = (str(args.flags, 'url') ?? env.CORRAL_URL ?? `http://127.0.0.1:${env.CORRAL_PORT ?? 8080}`).replace(/\/+$/, '');
   const tokenFile = join(str(args.flags, 'data') ?? env.CORRAL_DATA ?? './.corral', 'default.token');
   const token = str(args.flags, 'token') ?? env.CORRAL_TOKEN ?? (existsSync(tokenFile) ? readFileSync(tokenFile, 'utf8').trim() : undefined);
@@ -57,7 +57,7 @@ function api(args: Args, env: NodeJS.ProcessEnv): Api {
 }
 
 /** Prints a problem+json answer; the exit code for "corral could not do it". */
-async function failed(res: Response): Promise<number> {
+export async function failed(res: Response): Promise<number> {
   const p = (await res.json().catch(() => ({}))) as { detail?: string; errors?: Array<{ field: string; message: string }> };
   process.stderr.write(`corral: ${res.status} ${p.detail ?? res.statusText}\n`);
   for (const e of p.errors ?? []) process.stderr.write(`  ${e.field}: ${e.message}\n`);

@@ -7,6 +7,7 @@ import { AGENT_HELP, agentCommand } from './agent.js';
 import { IMAGE_HELP, imageCommand } from './image.js';
 import { RUN_HELP, runCommand } from './run.js';
 import { FN_HELP, fnCommand } from './fn.js';
+import { TRIGGER_HELP, triggerCommand } from './trigger.js';
 import { UP_HELP, upCommand } from './up.js';
 
 const HELP = `corral — run commands in pre-warmed, unprivileged LXC containers
@@ -23,6 +24,8 @@ Usage:
   corral fn deploy NAME [--image I --timeout S --memory M --env K=V ...] -- CMD...
   corral fn invoke NAME [--wait N] < input | ls | get NAME | rm NAME
                                         save functions and call them (stdin in, stdout out)
+  corral trigger add FN [--kind github] | ls FN | rm FN ID | rotate FN ID
+                                        webhook URLs that run a function (secret shown once)
   corral image build busybox|debian | import NAME ROOTFS.tar | ls
                                         manage images on this node
 
@@ -41,6 +44,7 @@ const commands: Record<string, Command> = {
   token: { help: TOKEN_HELP, run: async (a) => (await tokenCommand(a), 0) },
   run: { help: RUN_HELP, run: runCommand },
   fn: { help: FN_HELP, run: fnCommand },
+  trigger: { help: TRIGGER_HELP, run: triggerCommand },
   image: { help: IMAGE_HELP, run: async (a) => (await imageCommand(a), 0) },
 };
 
