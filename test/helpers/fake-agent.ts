@@ -6,6 +6,7 @@ import WebSocket from 'ws';
 import { mintToken } from '../../src/auth/tokens.js';
 import { loadGatewayConfig } from '../../src/config.js';
 import { startGateway, type Gateway } from '../../src/gateway.js';
+import type { BuildOptions } from '../../src/services.js';
 import { AGENT_PATH, GatewayMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, parseFrame } from '../../src/protocol/messages.js';
 
 /**
@@ -22,10 +23,10 @@ export interface LoopbackGateway {
   close(): Promise<void>;
 }
 
-export async function loopbackGateway(env: Record<string, string> = {}): Promise<LoopbackGateway> {
+export async function loopbackGateway(env: Record<string, string> = {}, o: BuildOptions = {}): Promise<LoopbackGateway> {
   const dir = mkdtempSync(join(tmpdir(), 'corral-loopback-'));
   const config = loadGatewayConfig({}, { CORRAL_DATA: dir, CORRAL_PORT: '0', CORRAL_LOG_LEVEL: 'silent', ...env });
-  const gateway = await startGateway(config, { log: pino({ level: 'silent' }) });
+  const gateway = await startGateway(config, { log: pino({ level: 'silent' }), ...o });
   const sign = (t: { sub: string; tenant?: string; scopes: Array<'agent' | 'admin' | 'jobs:read' | 'jobs:write'> }) =>
     mintToken({ secret: gateway.services.secret, issuer: 'corral', audience: 'corral', ttlSeconds: 3600, ...t });
   const admin = await sign({ sub: 'admin', scopes: ['admin'] });
