@@ -87,6 +87,6 @@ export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Serv
     memoryReserveBytes: config.memoryReserve,
     usage,
   });
-  const callbacks = buildCallbacks({ config, store, machine, jobs, box, clock: o.clock }, o.callbacks);
+  const callbacks = buildCallbacks({ config, store, machine, jobs, box, clock: o.clock, log }, o.callbacks);
   return { config, log, store, secret, verifier, machine, output, tenants, images, admission, usage, jobs, functions, box, triggers, waiters, hub, scheduler, metrics, callbacks };
 }

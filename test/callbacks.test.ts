@@ -385,7 +385,7 @@ describe('hostile receivers', () => {
   });
 
   it('runs at most `concurrency` tries at once; the rest wait their turn', async () => {
-    const gw = await gateway({ concurrency: 3 });
+    const gw = await gateway({ concurrency: 3, perTenant: 3 });
     const t = await gw.tenant('acme');
     const held: ServerResponse[] = [];
     let open = 0;
@@ -412,6 +412,23 @@ describe('hostile receivers', () => {
     expect(await third).toBe(1);
     expect(most).toBe(3);
     expect(rx.hits).toHaveLength(7);
+  });
+
+  it("one tenant's hanging receivers hold at most its share of the slots; another tenant's callback goes out beside them", async () => {
+    const gw = await gateway({ concurrency: 4, perTenant: 2, timeoutMs: 5000 });
+    const a = await gw.tenant('hog');
+    const b = await gw.tenant('polite');
+    const held: ServerResponse[] = [];
+    rx.handler = (req, res) => (req.url === '/hang' ? held.push(res) : res.end());
+    for (let i = 0; i < 5; i++) await endJob(gw, a, rx.url('/hang'));
+    const politeJob = await endJob(gw, b, rx.url('/fine'));
+    const run = gw.s.callbacks.deliverer.runOnce();
+    // The polite tenant's delivery completes while the hog's two tries still hang.
+    await expect.poll(async () => (await deliveriesOf(gw, b, politeJob))[0]!.state).toBe('delivered');
+    expect(held).toHaveLength(2);
+    expect(rx.hits.filter((h) => h.url === '/hang')).toHaveLength(2);
+    for (const r of held) r.end();
+    expect(await run).toBe(3);
   });
 });
 

@@ -30,6 +30,11 @@ export interface DelivererOptions {
   send?: Sender;
   /** Tries under way at once (8). */
   concurrency?: number;
+  /**
+   * Tries under way at once for one tenant (half of `concurrency`): a tenant whose receivers all
+   * hang cannot hold every slot and stall everyone else's callbacks.
+   */
+  perTenant?: number;
   /** How often due retries are looked for (1 s). */
   pollMs?: number;
   /** One try, connect to last byte (8 s). */
@@ -69,6 +74,8 @@ export class CallbackDeliverer extends EventEmitter<DelivererEvents> {
   private readonly random: () => number;
   private readonly send: Sender;
   private readonly concurrency: number;
+  private readonly perTenant: number;
+  private readonly tenantLoad = new Map<string, number>();
   private readonly pollMs: number;
   private readonly timeoutMs: number;
   private readonly maxBodyBytes: number;
@@ -86,6 +93,7 @@ export class CallbackDeliverer extends EventEmitter<DelivererEvents> {
     this.random = o.random ?? Math.random;
     this.send = o.send ?? post;
     this.concurrency = o.concurrency ?? 8;
+    this.perTenant = o.perTenant ?? Math.max(1, Math.floor(this.concurrency / 2));
     this.pollMs = o.pollMs ?? 1000;
     this.timeoutMs = o.timeoutMs ?? 8000;
     this.maxBodyBytes = o.maxBodyBytes ?? 4096;
@@ -130,27 +138,44 @@ export class CallbackDeliverer extends EventEmitter<DelivererEvents> {
    * Returns how many were started.
    */
   async runOnce(): Promise<number> {
-    let picked: DueDelivery[];
+    const picked: DueDelivery[] = [];
     try {
       const room = this.concurrency - this.inFlight.size;
       if (room <= 0) return 0;
       const now = this.clock();
-      picked = this.o.outbox.due(now, room + this.inFlight.size).filter((d) => !this.inFlight.has(d.id)).slice(0, room);
+      // Looks past the first due rows, so that one tenant's backlog does not hide another's.
+      for (const d of this.o.outbox.due(now, room * 16)) {
+        const load = this.tenantLoad.get(d.tenant) ?? 0;
+        if (this.inFlight.has(d.id) || load >= this.perTenant) continue;
+        this.tenantLoad.set(d.tenant, load + 1);
+        picked.push(d);
+        if (picked.length === room) break;
+      }
       // Held for the longest a try can take, plus slack: a crash mid-try retries after that.
       for (const d of picked) this.o.outbox.lease(d.id, now + this.timeoutMs + 30_000);
     } catch (err) {
+      for (const d of picked) this.release(d);
       this.emit('callback:error', { error: err as Error });
       return 0;
     }
     const tries = picked.map((d) => {
       const p = this.deliver(d)
         .catch((err: unknown) => void this.emit('callback:error', { error: err as Error }))
-        .finally(() => this.inFlight.delete(d.id));
+        .finally(() => {
+          this.inFlight.delete(d.id);
+          this.release(d);
+        });
       this.inFlight.set(d.id, p);
       return p;
     });
     await Promise.all(tries);
     return picked.length;
+  }
+
+  private release(d: DueDelivery): void {
+    const load = (this.tenantLoad.get(d.tenant) ?? 1) - 1;
+    if (load > 0) this.tenantLoad.set(d.tenant, load);
+    else this.tenantLoad.delete(d.tenant);
   }
 
   private async deliver(d: DueDelivery): Promise<void> {

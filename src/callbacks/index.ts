@@ -1,3 +1,4 @@
+import type { Logger } from 'pino';
 import type { GatewayConfig } from '../config.js';
 import type { Store } from '../db/open.js';
 import type { JobService } from '../jobs/service.js';
@@ -21,12 +22,14 @@ export type CallbackTuning = Partial<Omit<DelivererOptions, 'outbox' | 'secrets'
  * Wires callbacks into a gateway: every final transition of a job with a callbackUrl writes an
  * outbox row in its own transaction, and the deliverer (started with the gateway) works them.
  */
-export function buildCallbacks(d: { config: GatewayConfig; store: Store; machine: JobMachine; jobs: JobService; box: SecretBox; clock?: (() => number) | undefined }, tuning: CallbackTuning = {}): Callbacks {
+export function buildCallbacks(d: { config: GatewayConfig; store: Store; machine: JobMachine; jobs: JobService; box: SecretBox; clock?: (() => number) | undefined; log?: Logger }, tuning: CallbackTuning = {}): Callbacks {
   const outbox = new CallbackOutbox(d.store.sqlite);
   outbox.recordJobEnds(d.machine);
   const clock = tuning.clock ?? d.clock ?? Date.now;
   const secrets = new CallbackSecrets(d.store, d.box, clock);
   const deliverer = newDeliverer({ store: d.store, machine: d.machine, jobs: d.jobs, outbox, secrets, allowPrivate: d.config.callbackPrivate }, { clock, ...tuning });
+  // The loop goes on after any error; the log is where one is seen.
+  deliverer.on('callback:error', ({ error }) => d.log?.warn({ err: error.message }, 'callback deliverer'));
   return { outbox, secrets, deliverer };
 }
 

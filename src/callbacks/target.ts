@@ -106,6 +106,7 @@ export const post: Sender = (t, body, headers, limits) => {
     headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
   };
   const send = t.url.protocol === 'https:' ? httpsRequest : httpRequest;
+  if (limits.signal?.aborted) return Promise.reject(new Error('the gateway is stopping'));
   return new Promise<Answer>((resolve, reject) => {
     let res: IncomingMessage | undefined;
     const chunks: Buffer[] = [];
