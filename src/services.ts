@@ -70,7 +70,7 @@ export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Serv
   // Usage rolls up in the transaction of every attempt's end: registered before anything can end one.
   new UsageMeter(store.sqlite, machine);
   const tenants = new TenantService(store);
-  const usage = new UsageService(store.sqlite, tenants);
+  const usage = new UsageService(store.sqlite, tenants, machine.clock);
   const images = new ImageRegistry(config.defaultImages, { placementWaitMs: config.placementWaitMs, ...(o.clock && { clock: o.clock }) });
   let hub: AgentHub | undefined;
   const admission = new Admission(store.sqlite, images, () => hub?.agents() ?? [], config.memoryReserve, usage);

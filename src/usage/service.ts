@@ -87,6 +87,8 @@ export class UsageService {
   constructor(
     db: Database.Database,
     private readonly tenants: TenantService,
+    /** The job machine's clock: the days and ages here agree with the times attempts record. */
+    private readonly clock: () => number = Date.now,
   ) {
     const cols = `tenant, day, jobs, attempts, cpu_seconds AS cpuSeconds, wall_seconds AS wallSeconds, gb_seconds AS gbSeconds,
                   peak_memory_bytes AS peakMemoryBytes, failures`;
@@ -143,7 +145,7 @@ export class UsageService {
   }
 
   /** `tenant`'s report: quota, now, the last USAGE_DAYS days, today's budget. */
-  report(tenant: string, now = Date.now()): UsageReport {
+  report(tenant: string, now = this.clock()): UsageReport {
     const quota = this.tenants.quota(tenant);
     const days = lastDays(now);
     const rows = new Map((this.q.days.all(tenant, days[days.length - 1]) as DayRow[]).map((r) => [r.day, toDay(r)]));
@@ -154,7 +156,7 @@ export class UsageService {
    * Every tenant, for the admin: now, today, the USAGE_DAYS-day totals and the budget. One read
    * of `usage_daily` by its day index, then per tenant the same bounded reads as `report`.
    */
-  all(now = Date.now()) {
+  all(now = this.clock()) {
     const days = lastDays(now);
     const today = days[0]!;
     const byTenant = new Map<string, { today: DayUsage; total: DayUsage }>();
