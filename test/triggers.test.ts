@@ -471,7 +471,7 @@ describe('quotas and lifetimes', () => {
     const p = await problemOf(res);
     expect(p.fields).toEqual(['firesPerMinute']);
     expect(p.body.detail).toMatch(/trigger fires a minute/);
-    expect(p.body.type).not.toMatch(/ratePerMinute/);
+    expect(p.body.type).toBe('/problems/quota/firesPerMinute');
     expect(jobCount()).toBe(2);
     // Invoking over the API is not a fire.
     expect((await g.req('POST', '/v1/functions/hook/invoke', { token: acme, raw: 'x' })).status).toBe(202);
@@ -485,7 +485,9 @@ describe('quotas and lifetimes', () => {
     expect((await fireStd(t, '{}')).status).toBe(202);
     const res = await fireStd(t, '{}');
     expect(res.status).toBe(429);
-    expect((await problemOf(res)).fields).toEqual(['maxQueued']);
+    const p = await problemOf(res);
+    expect(p.fields).toEqual(['maxQueued']);
+    expect(p.body.type).toBe('/problems/quota/maxQueued');
   });
 
   it("answers 401 for a deleted function's trigger: the trigger and its deliveries went with it", async () => {
