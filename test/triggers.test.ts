@@ -479,6 +479,36 @@ describe('quotas and lifetimes', () => {
     for (let i = 0; i < 5; i++) expect((await fireStd(t, '{}')).status).toBe(202);
   });
 
+  it('takes firesPerMinute as a positive integer or null, never 0', async () => {
+    await start();
+    for (const v of [0, -1, 1.5, '10']) {
+      const res = await g.req('PATCH', '/v1/tenants/acme', { token: g.admin, body: { quota: { firesPerMinute: v } } });
+      expect(res.status).toBe(400);
+      expect((await problemOf(res)).fields).toEqual(['quota.firesPerMinute']);
+    }
+    const t = await (await g.req('GET', '/v1/tenants/acme', { token: g.admin })).json();
+    expect(t.quota.firesPerMinute).toBe(600);
+  });
+
+  it('keeps the env a fire adds within bounds: longest delivery id, event and content type; longer ids refused', async () => {
+    await start();
+    const t = await addTrigger();
+    const longId = 'm'.repeat(256);
+    const type = 'application/vnd.' + 'x'.repeat(1024 - 'application/vnd.'.length);
+    const res = await fireStd(t, JSON.stringify({ type: 'e'.repeat(1000) }), { msgId: longId, headers: { 'content-type': type } });
+    expect(res.status).toBe(202);
+    const env = storedSpec((await res.json()).id).env;
+    expect(env).toMatchObject({ CORRAL_DELIVERY_ID: longId, CORRAL_EVENT: 'e'.repeat(128), CORRAL_CONTENT_TYPE: type });
+    // Over the bounds: a standard id that long cannot verify; a content type too long or with control characters is dropped.
+    expect((await fireStd(t, '{}', { msgId: 'm'.repeat(257) })).status).toBe(401);
+    expect((await fireStd(t, '{}', { msgId: 'msg with space' })).status).toBe(401);
+    const odd = await fireStd(t, '{}', { headers: { 'content-type': type + 'x' } });
+    expect(storedSpec((await odd.json()).id).env.CORRAL_CONTENT_TYPE).toBe('');
+    const gh = await addTrigger('hook', 'github');
+    const tooLong = await fireGh(gh, '{}', { delivery: 'd'.repeat(257) });
+    expect(tooLong.status).toBe(400);
+  });
+
   it("counts fires against maxQueued", async () => {
     await start({}, { maxQueued: 1 });
     const t = await addTrigger();
