@@ -47,7 +47,6 @@ export class Admission {
   private readonly rate = new RateLimiter();
   private readonly queuedCount;
   private readonly counts = new Map<string, { at: number; queued: number; added: number }>();
-  private readonly budgets = new Map<string, { at: number; used: number }>();
 
   constructor(
     db: Database.Database,
@@ -147,14 +146,12 @@ export class Admission {
     return c.queued + c.added;
   }
 
-  /** Today's CPU-seconds, read at most every 250 ms per tenant (a burst of submissions reads it once). */
+  /**
+   * Today's CPU-seconds, read on every submission: one primary-key read of usage_daily and the
+   * tenant's running attempts (at most its maxConcurrent), cheap enough that no cache can let a
+   * burst past a budget an earlier job has just used up.
+   */
   private cpuSecondsToday(tenant: string, now: number): number {
-    if (!this.usage) return 0;
-    let b = this.budgets.get(tenant);
-    if (!b || now - b.at > COUNT_TTL_MS || now < b.at) {
-      b = { at: now, used: this.usage.cpuToday(tenant, now) };
-      this.budgets.set(tenant, b);
-    }
-    return b.used;
+    return this.usage?.cpuToday(tenant, now) ?? 0;
   }
 }
