@@ -8,6 +8,7 @@ import { IMAGE_HELP, imageCommand } from './image.js';
 import { RUN_HELP, runCommand } from './run.js';
 import { FN_HELP, fnCommand } from './fn.js';
 import { TRIGGER_HELP, triggerCommand } from './trigger.js';
+import { USAGE_HELP, usageCommand } from './usage.js';
 import { UP_HELP, upCommand } from './up.js';
 
 const HELP = `corral — run commands in pre-warmed, unprivileged LXC containers
@@ -26,6 +27,8 @@ Usage:
                                         save functions and call them (stdin in, stdout out)
   corral trigger add FN [--kind github] | ls FN | rm FN ID | rotate FN ID
                                         webhook URLs that run a function (secret shown once)
+  corral usage [--json] [--days N] [--tenant ID|all]
+                                        usage today and the last days, CPU budget left
   corral image build busybox|debian | import NAME ROOTFS.tar | ls
                                         manage images on this node
 
@@ -45,6 +48,7 @@ const commands: Record<string, Command> = {
   run: { help: RUN_HELP, run: runCommand },
   fn: { help: FN_HELP, run: fnCommand },
   trigger: { help: TRIGGER_HELP, run: triggerCommand },
+  usage: { help: USAGE_HELP, run: usageCommand },
   image: { help: IMAGE_HELP, run: async (a) => (await imageCommand(a), 0) },
 };
 
