@@ -86,7 +86,7 @@ export function renderUsage(u: Usage, days: number): string {
   for (const d of u.days.slice(0, days)) {
     rows.push([d.day, String(d.jobs), String(d.attempts), num(d.cpuSeconds), num(d.wallSeconds), num(d.gbSeconds), bytes(d.peakMemoryBytes), failures(d.failures)]);
   }
-  return head.join('\n') + table(rows) + '\n';
+  return `${head.join('\n')}\n${table(rows)}\n`;
 }
 
 export function renderAll(all: AllUsage): string {
