@@ -99,6 +99,18 @@ describe('quota answers', () => {
     }
   });
 
+  it('two PATCHes of different fields at once both hold', async () => {
+    g = await testGateway();
+    await g.tenant('acme');
+    const [a, b] = await Promise.all([
+      g.req('PATCH', '/v1/tenants/acme', { token: g.admin, body: { quota: { maxQueued: 7 } } }),
+      g.req('PATCH', '/v1/tenants/acme', { token: g.admin, body: { quota: { ratePerMinute: 9 } } }),
+    ]);
+    expect([a.status, b.status]).toEqual([200, 200]);
+    expect((await (await g.req('GET', '/v1/tenants/acme', { token: g.admin })).json()).quota).toMatchObject({ maxQueued: 7, ratePerMinute: 9 });
+    expect(g.s.tenants.quota('acme')).toMatchObject({ maxQueued: 7, ratePerMinute: 9 });
+  });
+
   it('maxOutputBytes patched holds for the next job submitted', async () => {
     g = await testGateway();
     const token = await g.tenant('acme', { maxOutputBytes: 4096 });

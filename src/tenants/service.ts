@@ -42,11 +42,17 @@ export class TenantService {
   }
 
   async updateQuota(id: string, patch: Partial<Quota>): Promise<TenantView> {
-    const t = this.known.get(id);
-    if (!t) throw new NotFound(`tenant ${id} does not exist`, 'id');
-    const stored = { ...t.stored, ...patch };
-    await this.store.commit(() => this.store.db.update(tenants).set({ quota: stored }).where(eq(tenants.id, id)).run());
-    this.known.set(id, { ...t, stored, quota: effectiveQuota(stored) });
+    if (!this.known.has(id)) throw new NotFound(`tenant ${id} does not exist`, 'id');
+    // Merged with the stored quota as the commit runs, not as the request arrived: two PATCHes in
+    // flight at once (of different fields) then both hold, and neither undoes the other.
+    await this.store.commit(() => {
+      const row = this.store.db.select({ quota: tenants.quota }).from(tenants).where(eq(tenants.id, id)).get();
+      this.store.db.update(tenants).set({ quota: { ...(row?.quota as Partial<Quota>), ...patch } }).where(eq(tenants.id, id)).run();
+    });
+    // What is on disk now, whichever of several PATCHes resolved last.
+    const row = this.store.db.select().from(tenants).where(eq(tenants.id, id)).get()!;
+    const stored = row.quota as Partial<Quota>;
+    this.known.set(id, { stored, quota: effectiveQuota(stored), createdAt: row.createdAt });
     return this.get(id);
   }
 
