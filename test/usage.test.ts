@@ -181,6 +181,10 @@ describe('usage metering', () => {
     expect((await g.req('GET', '/v1/tenants/nobody/usage', { token: g.admin })).status).toBe(404);
     expect((await g.req('GET', '/v1/usage', { token: g.admin })).status).toBe(403);
     expect((await g.req('GET', '/v1/usage')).status).toBe(401);
+
+    const doc = await (await g.req('GET', '/openapi.json')).json();
+    expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/v1/usage', '/v1/usage/all', '/v1/tenants/{id}/usage']));
+    expect(doc.components.schemas.Job.properties).toHaveProperty('queuePosition');
   });
 
   it('/metrics labels at most 20 tenants and sums the rest as tenant="other"', async () => {
