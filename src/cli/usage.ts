@@ -1,7 +1,7 @@
 import { type Args, UsageError, onlyFlags, str } from './args.js';
 import { api, failed } from './fn.js';
 
-export const USAGE_HELP = `corral usage [--json] [--days N] [--tenant ID]
+export const USAGE_HELP = `corral usage [--json] [--days N] [--tenant ID|all]
 
 Shows what the tenant has queued and running now, today's CPU budget (used, including running
 jobs, and what is left) and a table of the last days: jobs, attempts, CPU-seconds, wall-seconds,
