@@ -118,6 +118,27 @@ describe('fair share under pressure', () => {
   });
 });
 
+describe('reserved concurrency', () => {
+  it('a function’s maxConcurrent reserves its slots: a backlog of the tenant’s other jobs cannot take them', async () => {
+    lb = await loopbackGateway();
+    const agent = await fakeAgent(lb.url, lb.agentToken, { name: 'f1', slots: 8 });
+    agents.push(agent);
+    await lb.tenant('busy', { ...noLimits, maxConcurrent: 4 });
+    const s = lb.gateway.services;
+    await s.functions.put('busy', 'api', FunctionRequestSchema.parse({ command: 'true', maxConcurrent: 2 }));
+    // 20 ad-hoc jobs first: without the reservation they would take all four of the tenant's slots.
+    const adhoc = new Set(await queue(lb, 'busy', 20));
+    await until(() => agent.runs().length === 2);
+    expect(agent.runs().every((r) => adhoc.has(r.jobId))).toBe(true);
+    const calls = [];
+    for (let i = 0; i < 2; i++) calls.push((await s.functions.invoke('busy', 'api', { stdin: Buffer.alloc(0), contentType: '', query: '' })).job.id);
+    await until(() => agent.runs().length === 4);
+    expect(agent.runs().slice(2).map((r) => r.jobId).sort()).toEqual(calls.sort());
+    // Reservations must leave the tenant a slot: 2 + 3 of 4 is refused, naming the field.
+    await expect(s.functions.put('busy', 'greedy', FunctionRequestSchema.parse({ command: 'true', maxConcurrent: 3 }))).rejects.toMatchObject({ field: 'maxConcurrent' });
+  });
+});
+
 describe('three tenants saturating six slots for 30 simulated seconds', () => {
   /**
    * Virtual time: each run ends `durationMs(tenant)` after it was dispatched; the test sends the

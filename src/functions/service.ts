@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { and, asc, count, eq, gt, sql } from 'drizzle-orm';
+import { and, asc, count, eq, gt, ne, sql } from 'drizzle-orm';
 import type { Store } from '../db/open.js';
 import { functions } from '../db/schema/index.js';
 import { LimitExceeded, NotFound, Unprocessable } from '../errors/domain.js';
@@ -95,6 +95,12 @@ export class FunctionService {
     this.q = {
       byName: db.select().from(functions).where(and(eq(functions.tenant, p('tenant')), eq(functions.name, p('name')))).prepare(),
       countOf: db.select({ n: count() }).from(functions).where(eq(functions.tenant, p('tenant'))).prepare(),
+      /** Slots the tenant's other functions reserve. */
+      reservedBy: db
+        .select({ n: sql<number>`coalesce(sum(${functions.maxConcurrent}), 0)` })
+        .from(functions)
+        .where(and(eq(functions.tenant, p('tenant')), ne(functions.name, p('name'))))
+        .prepare(),
     };
   }
 
@@ -127,6 +133,18 @@ export class FunctionService {
     let result!: { row: FunctionRow; created: boolean };
     await this.store.commit(() => {
       const prior = this.q.byName.get({ tenant, name });
+      if (config.maxConcurrent !== null) {
+        // Reserved slots are set aside from the tenant's maxConcurrent: together they must fit, and
+        // one slot stays for everything else.
+        const others = this.q.reservedBy.get({ tenant, name })!.n;
+        if (others + config.maxConcurrent > quota.maxConcurrent - 1) {
+          throw new LimitExceeded(
+            `maxConcurrent ${config.maxConcurrent} with the ${others} other functions reserve leaves the tenant no unreserved slot of its ${quota.maxConcurrent}`,
+            'maxConcurrent',
+            'maxConcurrent',
+          );
+        }
+      }
       if (!prior) {
         if (this.q.countOf.get({ tenant })!.n >= MAX_FUNCTIONS_PER_TENANT) {
           throw new LimitExceeded(`the tenant already has ${MAX_FUNCTIONS_PER_TENANT} functions`, 'name', 'functions');

@@ -60,6 +60,10 @@ interface TenantPass {
   caps: Map<string, { running: number; max: number }>;
   /** Functions at their cap: their jobs wait. */
   full: Set<string>;
+  /** Functions with a maxConcurrent: their slots are reserved for them (Lambda's reserved concurrency). */
+  reserved: Set<string>;
+  /** Slots left for the tenant's other jobs: its maxConcurrent less every reservation (at least one). */
+  unreservedRoom: number;
 }
 
 /** What placement needs of a job, parsed once per candidate. */
@@ -114,6 +118,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   private readonly runningByTenant;
   private readonly cappedRunning;
   private readonly functionCap;
+  private readonly reservations;
   private readonly queuedImages;
   private readonly queuedForImage;
   private readonly tickMs: number;
@@ -155,6 +160,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
        WHERE tenant = @tenant AND state = 'queued' AND run_after <= @now
          AND (run_after > @afterRunAfter OR (run_after = @afterRunAfter AND id > @afterId))
          AND (function IS NULL OR function NOT IN (SELECT value FROM json_each(@full)))
+         AND (@reservedOnly = 0 OR function IN (SELECT value FROM json_each(@reserved)))
          AND image IN (SELECT value FROM json_each(@images))
          AND (coalesce(json_extract(spec, '$.memory'), 0) <= @maxFree OR json_extract(spec, '$.memory') > @maxAllocatable)
        ORDER BY run_after, id LIMIT @limit`,
@@ -166,6 +172,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
        WHERE j.tenant = ? AND j.state = 'running' AND f.max_concurrent IS NOT NULL GROUP BY j.function`,
     );
     this.functionCap = db.prepare(`SELECT max_concurrent FROM functions WHERE tenant = ? AND name = ?`).pluck();
+    this.reservations = db.prepare(`SELECT name, max_concurrent AS max FROM functions WHERE tenant = ? AND max_concurrent IS NOT NULL`);
     this.queuedImages = db.prepare(`SELECT DISTINCT image FROM jobs WHERE state = 'queued'`).pluck();
     this.queuedForImage = db.prepare(`SELECT id FROM jobs WHERE state = 'queued' AND image = ? AND run_after <= ? LIMIT 1000`).pluck();
     this.runningByTenant = db.prepare(`SELECT count(*) FROM jobs WHERE tenant = ? AND state = 'running'`).pluck();
@@ -302,12 +309,31 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       let room = quota ? quota.maxConcurrent - running : 0;
       // Past its daily CPU budget (running attempts included) a tenant's jobs wait for the next UTC day.
       if (room > 0 && this.o.usage?.overBudget(t, quota!, now)) room = 0;
-      const s: TenantPass = { room, running, queue: [], after: { runAfter: -1, id: '' }, exhausted: false, scanned: 0, caps: new Map(), full: new Set() };
+      const s: TenantPass = {
+        room,
+        running,
+        queue: [],
+        after: { runAfter: -1, id: '' },
+        exhausted: false,
+        scanned: 0,
+        caps: new Map(),
+        full: new Set(),
+        reserved: new Set(),
+        unreservedRoom: Infinity,
+      };
       if (room > 0) {
+        let reservedRunning = 0;
         for (const r of this.cappedRunning.all(t) as Array<{ name: string; running: number; max: number }>) {
           s.caps.set(r.name, { running: r.running, max: r.max });
           if (r.running >= r.max) s.full.add(r.name);
+          reservedRunning += r.running;
         }
+        let reservedTotal = 0;
+        for (const r of this.reservations.all(t) as Array<{ name: string; max: number }>) {
+          s.reserved.add(r.name);
+          reservedTotal += r.max;
+        }
+        if (reservedTotal > 0) s.unreservedRoom = Math.max(1, quota!.maxConcurrent - reservedTotal) - (running - reservedRunning);
       }
       state.set(t, s);
     }
@@ -333,7 +359,11 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       s.running++;
       free--;
       dispatched++;
-      if (next.job.function !== null) this.countFunction(t, s, next.job.function);
+      if (next.job.function !== null && s.reserved.has(next.job.function)) this.countFunction(t, s, next.job.function);
+      else if (--s.unreservedRoom <= 0) {
+        // The rest of the tenant's slots are reserved for its functions: only their jobs go on.
+        s.queue = s.queue.filter((c) => c.function !== null && s.reserved.has(c.function));
+      }
     }
     return dispatched;
   }
@@ -354,6 +384,8 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
           afterRunAfter: s.after.runAfter,
           afterId: s.after.id,
           full: JSON.stringify([...s.full]),
+          reserved: JSON.stringify([...s.reserved]),
+          reservedOnly: s.unreservedRoom <= 0 ? 1 : 0,
           ...filter,
           limit: PAGE,
         }) as Candidate[];
