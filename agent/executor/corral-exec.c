@@ -11,7 +11,9 @@
  *  - serves exactly one connection, and only from a process outside the container's PID
  *    namespace (SO_PEERCRED reports pid 0 for such a peer); then it closes and unlinks its socket;
  *  - runs each job as an unprivileged uid (unless the agent asks for root in the user namespace),
- *    with no capabilities, no_new_privs, RLIMIT_CORE=0, oom_score_adj 1000 and a seccomp filter;
+ *    with no capabilities, no_new_privs, RLIMIT_CORE=0, oom_score_adj 1000 and a seccomp filter
+ *    (installed on the executor itself at start, inherited by every job: it refuses nothing the
+ *    executor uses);
  *  - counts halt signals only when they come from outside the container (ssi_pid 0);
  *  - bounds what it forwards: output past the job's budget is read and discarded here, inside the
  *    container, on the job's own CPU time; output frames are coalesced (64 KiB or 50 ms);
@@ -80,6 +82,8 @@ enum { PROTOCOL = 2, F_FILTER = 1, X_CLEAN = 1, X_TRUNCATED = 2 };
 #endif
 
 static int conn = -1;
+/* The container's pids.current (its cgroup namespace root), or -1 where it cannot be read. */
+static int pids_fd = -1;
 static pid_t job = 0;
 static int job_exited = 0, job_status = 0;
 static struct timespec exited_at;
@@ -281,19 +285,17 @@ static int install_filter(void) {
   return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
 }
 
-/* Whether this kernel takes the filter: tried once in a child at start, so a job never runs without it. */
-static int filter_works(void) {
-  pid_t pid = fork();
-  if (pid < 0) return 0;
-  if (pid == 0) _exit(install_filter() == 0 ? 0 : 1);
-  int st;
-  while (waitpid(pid, &st, 0) < 0)
-    if (errno != EINTR) return 0;
-  return WIFEXITED(st) && WEXITSTATUS(st) == 0;
-}
 
 /* Capabilities a job that runs as root in the user namespace keeps (what image builds need). */
 static const int root_caps[] = {CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT, CAP_MKNOD, CAP_AUDIT_WRITE, CAP_SETFCAP};
+
+/* The executor's bounding set, read once at start: a job drops these, not every capability there is. */
+static int bounding[CAP_LAST_CAP + 1], nbounding = 0;
+
+static void read_bounding(void) {
+  for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
+    if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1) bounding[nbounding++] = cap;
+}
 
 static int keeps(int cap, uint32_t uid) {
   if (uid != 0) return 0;
@@ -310,8 +312,8 @@ static void become_job(uint32_t uid, uint32_t gid) {
   int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
   if (oom < 0 || write(oom, "1000", 4) != 4) die("oom_score_adj");
   close(oom);
-  for (int cap = 0; cap <= CAP_LAST_CAP; cap++)
-    if (!keeps(cap, uid) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL) die("capbset");
+  for (int i = 0; i < nbounding; i++)
+    if (!keeps(bounding[i], uid) && prctl(PR_CAPBSET_DROP, bounding[i], 0, 0, 0) < 0) die("capbset");
   if (setgroups(0, NULL) < 0) die("setgroups");
   if (setresgid(gid, gid, gid) < 0) die("setresgid");
   if (setresuid(uid, uid, uid) < 0) die("setresuid");
@@ -323,7 +325,7 @@ static void become_job(uint32_t uid, uint32_t gid) {
     if (keeps(cap, uid)) d[cap / 32].effective |= 1u << (cap % 32), d[cap / 32].permitted |= 1u << (cap % 32);
   if (syscall(SYS_capset, &h, d) < 0) die("capset");
   if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL) die("ambient");
-  if (install_filter() < 0) die("seccomp");
+  /* The filter and no_new_privs came with the fork: the executor installed them on itself at start. */
 }
 
 /* ---- output ------------------------------------------------------------------------------ */
@@ -390,6 +392,12 @@ static void reap(void) {
 /* Kills everything the job left (setsid or not: kill(-1) from PID 1 reaches every other process
  * in the namespace) and reaps it; 1 if nothing but the executor is left. */
 static int clean_up(int sfd) {
+  /* Nothing but the executor left (the common case): no need to walk every process for kill(-1). */
+  if (pids_fd >= 0) {
+    char n[24];
+    ssize_t r = pread(pids_fd, n, sizeof n - 1, 0);
+    if (r > 0 && (n[r] = 0, atoi(n) == 1)) return 1;
+  }
   kill(-1, SIGKILL);
   struct timespec t0;
   clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -517,7 +525,12 @@ int main(int argc, char **argv) {
   const char *sock_path = argc > 1 ? argv[1] : "/.corral/run/exec.sock";
   /* Not dumpable: /proc/1 is closed to the job even where a uid would otherwise match. */
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-  uint32_t features = filter_works() ? F_FILTER : 0;
+  read_bounding();
+  pids_fd = open("/sys/fs/cgroup/pids/pids.current", O_RDONLY | O_CLOEXEC);
+  if (pids_fd < 0) pids_fd = open("/sys/fs/cgroup/pids.current", O_RDONLY | O_CLOEXEC);
+  /* The job filter goes on the executor itself, once: every job inherits it with the fork, and
+   * the executor needs none of what it refuses. A kernel that refuses it gets no jobs at all. */
+  uint32_t features = install_filter() == 0 ? F_FILTER : 0;
   sigset_t mask;
   sigemptyset(&mask);
   sigaddset(&mask, SIGCHLD);

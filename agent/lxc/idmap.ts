@@ -69,13 +69,14 @@ export class IdmapAllocator {
 
   /** The tenant's range, allocated on first use. */
   forTenant(tenant: string): number {
+    this.rec.used[tenant] = this.clock();
     let base = this.rec.tenants[tenant];
     if (base === undefined) {
       base = this.free();
       this.rec.tenants[tenant] = base;
+      // Only a new assignment is written (with an fsync); use times ride along with the next one.
+      this.save();
     }
-    this.rec.used[tenant] = this.clock();
-    this.save();
     return base;
   }
 
