@@ -171,6 +171,17 @@ describe('GET /v1/jobs', () => {
     expect(named.jobs.map((j: { id: string }) => j.id)).toEqual([ids[3]]);
   });
 
+  it('filters by the function a job was invoked from', async () => {
+    const fns = await g.token({ tenant: 'acme', scopes: ['jobs:read', 'jobs:write', 'functions:read', 'functions:write'] });
+    expect((await g.req('PUT', '/v1/functions/echo', { token: fns, body: { command: 'cat' } })).status).toBeLessThan(300);
+    const invoked = await (await g.req('POST', '/v1/functions/echo/invoke', { token: fns })).json();
+    await submit({ command: 'true' });
+    const list = await (await g.req('GET', '/v1/jobs?function=echo', { token: acme })).json();
+    expect(list.jobs.map((j: { id: string }) => j.id)).toEqual([invoked.id]);
+    const none = await (await g.req('GET', '/v1/jobs?function=other', { token: acme })).json();
+    expect(none.jobs).toEqual([]);
+  });
+
   it('never lists another tenant’s jobs', async () => {
     const other = await g.tenant('other');
     await submit({ command: 'true' }, other);

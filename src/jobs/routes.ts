@@ -84,6 +84,7 @@ export function jobRoutes(s: Services) {
         query: z.object({
           state: z.enum(JOB_STATES).optional(),
           name: z.string().min(1).max(MAX_NAME_LENGTH).optional(),
+          function: z.string().min(1).max(MAX_NAME_LENGTH).optional().openapi({ description: 'Only jobs invoked from this function' }),
           limit: z.coerce.number().int().min(1).max(200).default(50),
           cursor: z.string().regex(/^job_[0-9A-Z]{26}$/, 'cursor must be a value returned as nextCursor').optional(),
         }),
@@ -103,6 +104,7 @@ export function jobRoutes(s: Services) {
           limit: q.limit,
           ...(q.state && { state: q.state }),
           ...(q.name !== undefined && { name: q.name }),
+          ...(q.function !== undefined && { function: q.function }),
           ...(q.cursor && { cursor: q.cursor }),
         }),
         200,

@@ -34,6 +34,8 @@ export interface NewJobRequest {
 export interface ListQuery {
   state?: JobState;
   name?: string;
+  /** Only jobs invoked from this function (by its name). */
+  function?: string;
   limit: number;
   cursor?: string;
 }
@@ -213,6 +215,7 @@ export class JobService {
       eq(jobs.tenant, tenant),
       q.state ? eq(jobs.state, q.state) : undefined,
       q.name !== undefined ? eq(jobs.name, q.name) : undefined,
+      q.function !== undefined ? eq(jobs.function, q.function) : undefined,
       q.cursor ? lt(jobs.id, q.cursor) : undefined,
     );
     const rows = this.store.db.select().from(jobs).where(where).orderBy(desc(jobs.id)).limit(q.limit + 1).all();
