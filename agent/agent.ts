@@ -34,7 +34,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ level
 
   for (const i of images) shareImage(config, i);
 
-  const env = { agent: config.name, lxcPath: config.lxcPath, executor, diskBytes: config.disk };
+  const env = { agent: config.name, lxcPath: config.lxcPath, executor, diskBytes: config.disk, rootImages: config.rootImages };
   const leftovers = await destroyLeftovers(env);
   if (leftovers) log.warn({ count: leftovers }, 'destroyed containers left by a previous run');
   const slots = hostSlots().filter((b) => b !== config.idmapBase);

@@ -19,12 +19,14 @@ export async function execTool(tool: string, args: string[], timeoutMs = 60_000)
 export const SECCOMP = '/usr/share/lxc/config/common.seccomp';
 
 /**
- * Capabilities the container keeps (lxc.cap.keep; everything else leaves the bounding set):
- * what the executor needs to drop a job to its uid (setuid, setgid, setpcap) and to kill what a
- * job leaves (kill), plus what a job of an image that opts in to root needs for package
- * installs. No sys_admin, sys_ptrace, net_admin, sys_module, mac_*, sys_time, sys_rawio.
+ * Capabilities a container keeps (lxc.cap.keep; everything else leaves the bounding set). What
+ * the executor needs to drop a job to its uid (setuid, setgid, setpcap) and to kill what a job
+ * leaves (kill) is all a container of an ordinary image keeps; one whose jobs run as root (an
+ * image that opts in) also keeps what package installs need. Never sys_admin, sys_ptrace,
+ * net_admin, sys_module, mac_*, sys_time, sys_rawio.
  */
-export const CONTAINER_CAPS = ['chown', 'dac_override', 'fowner', 'fsetid', 'kill', 'setgid', 'setuid', 'setpcap', 'net_bind_service', 'sys_chroot', 'mknod', 'audit_write', 'setfcap'];
+export const EXECUTOR_CAPS = ['kill', 'setgid', 'setuid', 'setpcap'];
+export const ROOT_JOB_CAPS = [...EXECUTOR_CAPS, 'chown', 'dac_override', 'fowner', 'fsetid', 'net_bind_service', 'sys_chroot', 'mknod', 'audit_write', 'setfcap'];
 
 /** Whether this host runs AppArmor (then containers get LXC's generated profile). */
 export function hostHasAppArmor(): boolean {
@@ -53,6 +55,8 @@ export interface ContainerConfig {
   executor: string;
   sockDir: string;
   network: boolean;
+  /** Its jobs run as root in the user namespace (an image that opts in): it keeps ROOT_JOB_CAPS. */
+  rootJobs: boolean;
 }
 
 /**
@@ -74,7 +78,7 @@ export function containerConfig(c: ContainerConfig): string {
     'lxc.tty.max = 0',
     'lxc.pty.max = 16',
     'lxc.console.path = none',
-    `lxc.cap.keep = ${CONTAINER_CAPS.join(' ')}`,
+    `lxc.cap.keep = ${(c.rootJobs ? ROOT_JOB_CAPS : EXECUTOR_CAPS).join(' ')}`,
     `lxc.seccomp.profile = ${SECCOMP}`,
     'lxc.mount.auto = proc:mixed sys:ro cgroup:mixed',
     `lxc.mount.entry = ${c.executor} .corral/bin/corral-exec none ro,bind,create=file 0 0`,

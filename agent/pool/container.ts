@@ -11,6 +11,8 @@ export interface ContainerEnv {
   lxcPath: string;
   executor: string;
   diskBytes: number;
+  /** Images whose jobs run as root in their user namespace. */
+  rootImages?: readonly string[];
 }
 
 /** World-writable directories of an image, made writable in each container's own layer. */
@@ -115,6 +117,7 @@ export class Container {
         executor: this.env.executor,
         sockDir: this.sockDir,
         network: false,
+        rootJobs: this.env.rootImages?.includes(this.image) ?? false,
       }),
     );
   }

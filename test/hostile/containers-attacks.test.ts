@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { until } from '../helpers/cluster.js';
 import { attack, containerExists, executorPid, expectPlatformHealthy, freezerOf, IMAGE, processesIn, rangeOf, ROOT_IMAGE, startArena, writeFile, type Arena } from './fixture.js';
@@ -32,6 +33,9 @@ describe('the job holds nothing', () => {
     expect(text).toMatch(/^core: 0 0$/m);
     expect(text).toMatch(/^oom_score_adj: 1000$/m);
     refused(results.get('lower-oom-score-adj'));
+    // The container itself keeps only what its executor needs: kill, setgid, setuid, setpcap.
+    const status = readFileSync(`/proc/${executorPid(job.attempts[0]!.container!)}/status`, 'utf8');
+    expect(/^CapBnd:\s+([0-9a-f]+)$/m.exec(status)![1]).toBe('00000000000001e0');
     await expectPlatformHealthy(a);
   });
 
