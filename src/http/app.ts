@@ -13,6 +13,7 @@ import type { Services } from '../services.js';
 import type { AppEnv } from './env.js';
 import { ApiError, onError, problem } from './errors.js';
 import { opsRoutes } from './ops.js';
+import { describeApi } from './openapi.js';
 import { cappedBody } from './body.js';
 import { router } from './router.js';
 
@@ -64,11 +65,7 @@ export function createApp(s: Services) {
   api.route('/', callbackRoutes(s));
   api.route('/', agentRoutes(s));
   api.route('/', usageRoutes(s));
-  api.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' });
-  api.doc31('/openapi.json', {
-    openapi: '3.1.0',
-    info: { title: 'corral', version: '1', description: 'Run commands in pre-warmed, unprivileged LXC containers.' },
-  });
+  describeApi(api);
   app.route('/', api);
   opsRoutes(app, s);
 
