@@ -47,6 +47,8 @@ export function jobRoutes(s: Services) {
     createRoute({
       method: 'post',
       path: '/v1/jobs',
+      operationId: 'createJob',
+      tags: ['jobs'],
       summary: 'Submit a job',
       security: bearer,
       middleware: [write] as const,
@@ -77,6 +79,8 @@ export function jobRoutes(s: Services) {
     createRoute({
       method: 'get',
       path: '/v1/jobs',
+      operationId: 'listJobs',
+      tags: ['jobs'],
       summary: 'List jobs, newest first',
       security: bearer,
       middleware: [read] as const,
@@ -116,6 +120,8 @@ export function jobRoutes(s: Services) {
     createRoute({
       method: 'get',
       path: '/v1/jobs/{id}',
+      operationId: 'getJob',
+      tags: ['jobs'],
       summary: 'Get a job by id or name',
       security: bearer,
       middleware: [read] as const,
@@ -133,6 +139,8 @@ export function jobRoutes(s: Services) {
     createRoute({
       method: 'get',
       path: '/v1/jobs/{id}/output',
+      operationId: 'getJobOutput',
+      tags: ['jobs'],
       summary: "A job's output; with follow=1, live as server-sent events until the job ends",
       security: bearer,
       middleware: [read] as const,
@@ -172,6 +180,8 @@ export function jobRoutes(s: Services) {
     createRoute({
       method: 'post',
       path: '/v1/jobs/{id}/cancel',
+      operationId: 'cancelJob',
+      tags: ['jobs'],
       summary: 'Cancel a job (a running one is killed on its agent)',
       security: bearer,
       middleware: [write] as const,
@@ -185,6 +195,8 @@ export function jobRoutes(s: Services) {
     createRoute({
       method: 'delete',
       path: '/v1/jobs/{id}',
+      operationId: 'deleteJob',
+      tags: ['jobs'],
       summary: 'Delete a job and its output (cancelling it first if it runs)',
       security: bearer,
       middleware: [write] as const,
