@@ -86,6 +86,8 @@ export function functionRoutes(s: Services) {
     createRoute({
       method: 'put',
       path: '/v1/functions/{name}',
+      operationId: 'putFunction',
+      tags: ['functions'],
       summary: 'Create or replace a function (its version grows on every change)',
       security: bearer,
       middleware: [write] as const,
@@ -106,6 +108,8 @@ export function functionRoutes(s: Services) {
     createRoute({
       method: 'get',
       path: '/v1/functions',
+      operationId: 'listFunctions',
+      tags: ['functions'],
       summary: 'List functions by name',
       security: bearer,
       middleware: [read] as const,
@@ -130,6 +134,8 @@ export function functionRoutes(s: Services) {
     createRoute({
       method: 'get',
       path: '/v1/functions/{name}',
+      operationId: 'getFunction',
+      tags: ['functions'],
       summary: 'Get a function',
       security: bearer,
       middleware: [read] as const,
@@ -143,6 +149,8 @@ export function functionRoutes(s: Services) {
     createRoute({
       method: 'delete',
       path: '/v1/functions/{name}',
+      operationId: 'deleteFunction',
+      tags: ['functions'],
       summary: 'Delete a function and its triggers (its jobs stay)',
       security: bearer,
       middleware: [write] as const,
@@ -159,6 +167,8 @@ export function functionRoutes(s: Services) {
     createRoute({
       method: 'post',
       path: '/v1/functions/{name}/invoke',
+      operationId: 'invokeFunction',
+      tags: ['functions'],
       summary: "Invoke a function: the raw body is its stdin; with ?wait=N the answer is its stdout",
       description:
         'Asynchronous by default (202 with the job). With `wait`, a job that ends in time answers 200 with its stdout as the body ' +
@@ -179,8 +189,8 @@ export function functionRoutes(s: Services) {
           content: { '*/*': { schema: z.string().openapi({ format: 'binary' }) }, 'application/json': { schema: JobWithOutputSchema } },
         },
         202: ok(JobViewSchema, 'Queued (on disk), or still running at the end of the wait; Location names the job'),
-        502: { description: 'The function ended other than succeeded', content: { 'application/problem+json': { schema: z.object({}).passthrough() } } },
-        ...problems(400, 401, 403, 404, 409, 413, 422, 429),
+        // 502's problem also carries jobId, state, exitCode, signal, reason and the tail of stderr.
+        ...problems(400, 401, 403, 404, 409, 413, 422, 429, 502),
       },
     }),
     async (c) => {
