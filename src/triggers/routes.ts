@@ -44,6 +44,8 @@ export function triggerRoutes(s: Services) {
     createRoute({
       method: 'post',
       path: '/v1/functions/{name}/triggers',
+      operationId: 'createTrigger',
+      tags: ['triggers'],
       summary: "Create a webhook trigger for a function (its secret is shown in this answer only)",
       security: bearer,
       middleware: [write] as const,
@@ -62,6 +64,8 @@ export function triggerRoutes(s: Services) {
     createRoute({
       method: 'get',
       path: '/v1/functions/{name}/triggers',
+      operationId: 'listTriggers',
+      tags: ['triggers'],
       summary: "List a function's triggers (never their secrets)",
       security: bearer,
       middleware: [read] as const,
@@ -75,6 +79,8 @@ export function triggerRoutes(s: Services) {
     createRoute({
       method: 'get',
       path: '/v1/functions/{name}/triggers/{id}',
+      operationId: 'getTrigger',
+      tags: ['triggers'],
       summary: 'Get a trigger (never its secret)',
       security: bearer,
       middleware: [read] as const,
@@ -91,6 +97,8 @@ export function triggerRoutes(s: Services) {
     createRoute({
       method: 'delete',
       path: '/v1/functions/{name}/triggers/{id}',
+      operationId: 'deleteTrigger',
+      tags: ['triggers'],
       summary: 'Delete a trigger: its URL answers 401 from now on',
       security: bearer,
       middleware: [write] as const,
@@ -108,6 +116,8 @@ export function triggerRoutes(s: Services) {
     createRoute({
       method: 'post',
       path: '/v1/functions/{name}/triggers/{id}/rotate',
+      operationId: 'rotateTriggerSecret',
+      tags: ['triggers'],
       summary: 'Give a trigger a new secret (shown once); the previous one still verifies for 24 hours',
       security: bearer,
       middleware: [write] as const,
@@ -124,6 +134,8 @@ export function triggerRoutes(s: Services) {
     createRoute({
       method: 'post',
       path: '/hooks/{triggerId}',
+      operationId: 'fireHook',
+      tags: ['triggers'],
       summary: "Fire a trigger: a signed request whose body becomes the function's stdin",
       description:
         'No JWT: the credential is the signature. The raw body becomes stdin; `CORRAL_EVENT` (`X-GitHub-Event`, or the JSON ' +
