@@ -47,6 +47,8 @@ export function callbackRoutes(s: Services) {
     createRoute({
       method: 'get',
       path: '/v1/callback-secret',
+      operationId: 'getCallbackSecret',
+      tags: ['callbacks'],
       summary: "The tenant's callback signing secret (created on first use), to verify callbacks with",
       security: bearer,
       middleware: [write] as const,
@@ -59,6 +61,8 @@ export function callbackRoutes(s: Services) {
     createRoute({
       method: 'post',
       path: '/v1/callback-secret/rotate',
+      operationId: 'rotateCallbackSecret',
+      tags: ['callbacks'],
       summary: 'Replace the callback signing secret; the old one keeps signing (a second signature) for 24 h',
       security: bearer,
       middleware: [write] as const,
@@ -71,6 +75,8 @@ export function callbackRoutes(s: Services) {
     createRoute({
       method: 'get',
       path: '/v1/jobs/{id}/deliveries',
+      operationId: 'listJobDeliveries',
+      tags: ['callbacks'],
       summary: "A job's callback deliveries, each with its tries",
       security: bearer,
       middleware: [read] as const,
