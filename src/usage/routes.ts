@@ -52,6 +52,8 @@ export function usageRoutes(s: Services) {
     createRoute({
       method: 'get',
       path: '/v1/usage',
+      operationId: 'getUsage',
+      tags: ['usage'],
       summary: "The calling tenant's quota, what it has queued and running, its last 30 days and today's CPU budget",
       security: bearer,
       middleware: [requireScope(['jobs:read', 'functions:read'], { tenant: true })] as const,
@@ -64,6 +66,8 @@ export function usageRoutes(s: Services) {
     createRoute({
       method: 'get',
       path: '/v1/usage/all',
+      operationId: 'getAllUsage',
+      tags: ['usage'],
       summary: "Every tenant's usage: now, today, the last 30 days' totals and the budget (admin)",
       security: bearer,
       middleware: [admin] as const,
@@ -76,6 +80,8 @@ export function usageRoutes(s: Services) {
     createRoute({
       method: 'get',
       path: '/v1/tenants/{id}/usage',
+      operationId: 'getTenantUsage',
+      tags: ['usage'],
       summary: "A tenant's usage, as the tenant sees it at /v1/usage (admin)",
       security: bearer,
       middleware: [admin] as const,
