@@ -26,6 +26,9 @@ export function tenantRoutes(s: Services) {
     createRoute({
       method: 'post',
       path: '/v1/tenants',
+      operationId: 'createTenant',
+      summary: 'Create a tenant, with its quota or the defaults (admin)',
+      tags: ['tenants'],
       security: bearer,
       middleware: [admin] as const,
       request: { body: json(z.object({ id: TenantIdSchema, quota: QuotaPatchSchema.optional() }).strict()) },
@@ -41,6 +44,9 @@ export function tenantRoutes(s: Services) {
     createRoute({
       method: 'get',
       path: '/v1/tenants/{id}',
+      operationId: 'getTenant',
+      summary: 'Get a tenant and its quota (admin)',
+      tags: ['tenants'],
       security: bearer,
       middleware: [admin] as const,
       request: { params: Params },
@@ -53,6 +59,9 @@ export function tenantRoutes(s: Services) {
     createRoute({
       method: 'patch',
       path: '/v1/tenants/{id}',
+      operationId: 'updateTenantQuota',
+      summary: "Change a tenant's quota: the fields given are merged with the stored ones (admin)",
+      tags: ['tenants'],
       security: bearer,
       middleware: [admin] as const,
       request: { params: Params, body: json(z.object({ quota: QuotaPatchSchema }).strict()) },
