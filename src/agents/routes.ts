@@ -12,6 +12,8 @@ export function agentRoutes(s: Services) {
     createRoute({
       method: 'get',
       path: '/v1/agents',
+      operationId: 'listAgents',
+      tags: ['agents'],
       summary: 'Connected agents, their capacity and pools',
       security: bearer,
       middleware: [requireScope(['admin'])] as const,
@@ -39,6 +41,8 @@ export function agentRoutes(s: Services) {
     createRoute({
       method: 'get',
       path: '/v1/images',
+      operationId: 'listImages',
+      tags: ['images'],
       summary: 'Images jobs may use',
       security: bearer,
       middleware: [requireScope(['admin', 'jobs:read', 'jobs:write', 'functions:read'])] as const,
