@@ -24,6 +24,7 @@ export function parseArgs(argv: string[], booleans: ReadonlySet<string> = new Se
       const value = out.flags[key]!;
       if (typeof value === 'string') (out.repeated[key] ??= []).push(value);
     } else if (a === '-h') out.flags.help = true;
+    else if (a === '-f') out.flags.follow = true;
     else out.positional.push(a);
   }
   return out;

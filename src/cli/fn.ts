@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Args, UsageError, onlyFlags, str } from './args.js';
 import { exitCodeOf } from './run.js';
+import { clean, clip, fields, table } from './table.js';
 
 export const FN_HELP = `corral fn deploy NAME [--image I] [--timeout S] [--retries N] [--cpu C | --cpuset 0-1] [--memory 256M]
                      [--env K=V]... [--max-concurrent N] [--content-type T] [--description D]
@@ -190,15 +191,9 @@ async function list(args: Args, a: Api): Promise<number> {
     process.stdout.write(JSON.stringify(all, null, 2) + '\n');
     return 0;
   }
-  const rows = [['NAME', 'VERSION', 'IMAGE', 'COMMAND'], ...all.map((f) => [f.name, String(f.version), f.image, commandText(f.command)])];
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  for (const r of rows) process.stdout.write(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ') + '\n');
+  const rows = [['NAME', 'VERSION', 'IMAGE', 'COMMAND'], ...all.map((f) => [f.name, String(f.version), f.image, clip(clean(typeof f.command === 'string' ? f.command : JSON.stringify(f.command)), 60)])];
+  process.stdout.write(table(rows));
   return 0;
-}
-
-function commandText(c: string | string[]): string {
-  const text = typeof c === 'string' ? c : JSON.stringify(c);
-  return text.length > 60 ? text.slice(0, 57) + '...' : text;
 }
 
 async function show(args: Args, a: Api): Promise<number> {
@@ -210,10 +205,7 @@ async function show(args: Args, a: Api): Promise<number> {
     process.stdout.write(JSON.stringify(fn, null, 2) + '\n');
     return 0;
   }
-  for (const [k, v] of Object.entries(fn)) {
-    if (v === null || (typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length === 0)) continue;
-    process.stdout.write(`${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}\n`);
-  }
+  process.stdout.write(fields(fn));
   return 0;
 }
 

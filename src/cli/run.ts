@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Args, UsageError, onlyFlags, str } from './args.js';
+import { followOutput } from './sse.js';
 
 export const RUN_HELP = `corral run [--image I] [--timeout S] [--retries N] [--cpu C | --cpuset 0-1] [--memory 256M]
            [--name N] [--fresh] [--env K=V,...] [--url http://127.0.0.1:8080] [--token T] -- CMD...
@@ -66,37 +67,8 @@ export async function runCommand(args: Args, env: NodeJS.ProcessEnv = process.en
     return 125;
   }
   const job = (await res.json()) as Job;
-  await follow(`${url}/v1/jobs/${job.id}/output?follow=1`, headers);
+  await followOutput(`${url}/v1/jobs/${job.id}/output?follow=1`, headers);
   const final = (await (await fetch(`${url}/v1/jobs/${job.id}`, { headers })).json()) as Job;
   if (final.state !== 'succeeded') process.stderr.write(`corral: job ${final.id} ${final.state}${final.reason ? ` (${final.reason})` : ''}\n`);
   return exitCodeOf(final);
-}
-
-/** Reads the server-sent event stream, writing stdout and stderr events to ours. */
-async function follow(url: string, headers: Record<string, string>): Promise<void> {
-  const res = await fetch(url, { headers });
-  if (!res.body) return;
-  const decoder = new TextDecoder();
-  let buf = '';
-  let attempt = '';
-  for await (const chunk of res.body) {
-    buf += decoder.decode(chunk as Uint8Array, { stream: true });
-    let end: number;
-    while ((end = buf.indexOf('\n\n')) >= 0) {
-      const block = buf.slice(0, end);
-      buf = buf.slice(end + 2);
-      let event = 'message';
-      let id = '';
-      const data: string[] = [];
-      for (const line of block.split('\n')) {
-        if (line.startsWith('event:')) event = line.slice(6).trim();
-        else if (line.startsWith('id:')) id = line.slice(3).trim();
-        else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
-      }
-      if (event !== 'stdout' && event !== 'stderr') continue;
-      if (id && attempt && id !== attempt) process.stderr.write(`--- attempt ${id} ---\n`);
-      attempt = id || attempt;
-      (event === 'stdout' ? process.stdout : process.stderr).write(data.join('\n'));
-    }
-  }
 }

@@ -1,5 +1,6 @@
 import { type Args, UsageError, onlyFlags, str } from './args.js';
 import { api, failed, type Api } from './fn.js';
+import { table } from './table.js';
 
 export const TRIGGER_HELP = `corral trigger add FN [--kind standard|github]
 corral trigger ls FN [--json]
@@ -62,8 +63,7 @@ async function list(args: Args, a: Api): Promise<number> {
     return 0;
   }
   const rows = [['ID', 'KIND', 'CREATED', 'URL'], ...triggers.map((t) => [t.id, t.kind, t.createdAt, t.url])];
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  for (const r of rows) process.stdout.write(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ') + '\n');
+  process.stdout.write(table(rows));
   return 0;
 }
 
