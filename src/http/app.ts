@@ -16,6 +16,7 @@ import { opsRoutes } from './ops.js';
 import { describeApi } from './openapi.js';
 import { cappedBody } from './body.js';
 import { router } from './router.js';
+import { consoleRoutes } from '../console/routes.js';
 
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 
@@ -68,6 +69,7 @@ export function createApp(s: Services) {
   describeApi(api);
   app.route('/', api);
   opsRoutes(app, s);
+  consoleRoutes(app);
 
   app.notFound((c) => problem(c, 'not_found', `no route for ${c.req.method} ${c.req.path}`));
   app.onError(onError);

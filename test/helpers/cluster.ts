@@ -17,6 +17,8 @@ export interface Cluster {
   agentToken: string;
   addAgent(name: string, flags?: Record<string, string>): Promise<Agent>;
   tenant(id: string, quota?: Record<string, number>): Promise<Client>;
+  /** Mints a token on the gateway's secret (functions or admin scopes, for example). */
+  token(o: { sub?: string; tenant?: string; scopes: Scope[] }): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -29,6 +31,8 @@ export interface Client {
   until(id: string, ms?: number): Promise<JobView>;
   request(method: string, path: string, body?: unknown): Promise<Response>;
 }
+
+type Scope = 'agent' | 'admin' | 'jobs:read' | 'jobs:write' | 'functions:read' | 'functions:write';
 
 const FINAL = new Set(['succeeded', 'failed', 'timed_out', 'cancelled']);
 const quiet = pino({ level: process.env.CORRAL_TEST_LOG ?? 'silent' });
@@ -46,7 +50,7 @@ export async function startCluster(o: { agents?: string[]; agentFlags?: Record<s
   const config = loadGatewayConfig({}, { CORRAL_DATA: dir, CORRAL_PORT: '0', CORRAL_LEASE_MS: String(o.leaseMs ?? 3000), CORRAL_LOG_LEVEL: 'silent' });
   const gateway = await startGateway(config, { backoffBaseMs: 100, log: quiet });
   const url = gateway.url;
-  const sign = (t: { sub: string; tenant?: string; scopes: Array<'agent' | 'jobs:read' | 'jobs:write'> }) =>
+  const sign = (t: { sub: string; tenant?: string; scopes: Scope[] }) =>
     mintToken({ secret: gateway.services.secret, issuer: 'corral', audience: 'corral', ttlSeconds: 3600, ...t });
   const agentToken = await sign({ sub: 'agent', scopes: ['agent'] });
   const agents = new Map<string, Agent>();
@@ -65,6 +69,7 @@ export async function startCluster(o: { agents?: string[]; agentFlags?: Record<s
       await until(() => gateway.services.hub.agents().some((a) => a.id === name), 10_000);
       return agent;
     },
+    token: (t) => sign({ sub: 'test', ...t }),
     async tenant(id, quota) {
       await gateway.services.tenants.create(id, quota ?? {});
       const token = await sign({ sub: `${id}-test`, tenant: id, scopes: ['jobs:read', 'jobs:write'] });

@@ -1,0 +1,259 @@
+import AxeBuilder from '@axe-core/playwright';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CONSOLE_HEADERS } from '../src/console/routes.js';
+import { startCluster, type Client, type Cluster } from './helpers/cluster.js';
+
+/**
+ * The web console in a real browser (Debian's chromium driven by playwright-core) against a real
+ * gateway, a real agent and real LXC. Needs `npm run build` first (it serves dist/console).
+ * Screenshots of each page go to test/artifacts/.
+ */
+
+const ARTIFACTS = join(import.meta.dirname, 'artifacts');
+const CHROMIUM = process.env.CORRAL_CHROMIUM ?? '/usr/bin/chromium';
+
+let cluster: Cluster;
+let acme: Client;
+let acmeToken: string;
+let betaToken: string;
+let adminToken: string;
+let context: BrowserContext;
+let profile: string;
+const dialogs: string[] = [];
+const cspErrors: string[] = [];
+
+beforeAll(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  cluster = await startCluster({ agents: ['c1'] });
+  acme = await cluster.tenant('acme');
+  await cluster.tenant('beta');
+  const tenantScopes = ['jobs:read', 'jobs:write', 'functions:read', 'functions:write'] as const;
+  acmeToken = await cluster.token({ tenant: 'acme', scopes: [...tenantScopes] });
+  betaToken = await cluster.token({ tenant: 'beta', scopes: [...tenantScopes] });
+  adminToken = await cluster.token({ scopes: ['admin'] });
+  profile = mkdtempSync(join(tmpdir(), 'corral-chromium-'));
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    viewport: { width: 1100, height: 760 },
+  });
+  context.on('page', watch);
+});
+
+afterAll(async () => {
+  await context?.close();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+  await cluster?.stop();
+});
+
+/** Any dialog (alert from injected markup) or CSP violation is recorded and fails the run. */
+function watch(page: Page): void {
+  page.on('dialog', (d) => {
+    dialogs.push(d.message());
+    void d.dismiss();
+  });
+  page.on('console', (m) => {
+    if (/Content Security Policy/i.test(m.text())) cspErrors.push(m.text());
+  });
+}
+
+async function signIn(token: string, hash = ''): Promise<Page> {
+  const page = await context.newPage();
+  await page.goto(`${cluster.url}/`);
+  await page.getByLabel('Token').fill(token);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('navigation', { name: 'Main' }).waitFor();
+  if (hash) await page.goto(`${cluster.url}/${hash}`);
+  return page;
+}
+
+async function axe(page: Page, name: string): Promise<void> {
+  const result = await new AxeBuilder({ page }).analyze();
+  const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  expect(bad.map((v) => `${name}: ${v.id} ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`)).toEqual([]);
+}
+
+const shot = (page: Page, name: string) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+const heading = (page: Page) => page.locator('#page-title');
+
+describe('the console', () => {
+  it('is served at / with a strict Content-Security-Policy and no inline script', async () => {
+    const res = await fetch(`${cluster.url}/`);
+    expect(res.status).toBe(200);
+    for (const [k, v] of Object.entries(CONSOLE_HEADERS)) expect(res.headers.get(k)).toBe(v);
+    expect(res.headers.get('content-security-policy')).not.toContain('unsafe');
+    const page = await res.text();
+    expect(page).not.toMatch(/<script>|<style|style=/);
+    const js = await fetch(`${cluster.url}/console/app.js`);
+    expect(js.headers.get('content-type')).toBe('text/javascript; charset=utf-8');
+    expect(js.headers.get('content-security-policy')).toBe(CONSOLE_HEADERS['content-security-policy']);
+  });
+
+  it('signs in, submits through the form, streams the output live and shows the final state', async () => {
+    const page = await signIn(acmeToken);
+    await page.getByRole('link', { name: 'Submit', exact: true }).click();
+    await heading(page).filter({ hasText: 'Submit a job' }).waitFor();
+    await shot(page, 'submit');
+    await axe(page, 'submit');
+    await page.getByLabel('Command').fill('echo first line; echo to stderr >&2; sleep 2; echo last line');
+    await page.getByLabel('Name (optional)').fill('отчёт-任务-1');
+    await page.getByRole('button', { name: 'Submit job' }).click();
+    await heading(page).filter({ hasText: 'отчёт-任务-1' }).waitFor();
+    // "first line" arrives while the job still runs: the output is live, not read at the end.
+    await page.locator('.output .out', { hasText: 'first line' }).waitFor({ timeout: 20_000 });
+    expect(await page.locator('.badge').first().textContent()).toBe('running');
+    await expect.poll(() => page.locator('.output .err').allTextContents()).toContain('to stderr\n');
+    await page.locator('.summary .badge', { hasText: 'succeeded' }).waitFor({ timeout: 20_000 });
+    await page.locator('.output[data-status="ended"]').waitFor();
+    expect(await page.locator('.output').textContent()).toContain('last line');
+    await page.getByRole('cell', { name: 'c1' }).first().waitFor();
+    await shot(page, 'job');
+    await page.screenshot({ path: join(ARTIFACTS, 'console-readme.png') });
+    await axe(page, 'job');
+
+    await page.getByRole('link', { name: 'Jobs', exact: true }).click();
+    await page.getByLabel('Name').fill('отчёт-任务-1');
+    await page.getByRole('button', { name: 'Search' }).click();
+    await expect.poll(() => page.locator('table.jobs tbody tr').count()).toBe(1);
+    expect(await page.locator('table.jobs tbody tr a').textContent()).toBe('отчёт-任务-1');
+    expect(page.url()).toContain('name=');
+    await shot(page, 'jobs');
+    await axe(page, 'jobs');
+    await page.close();
+  });
+
+  it('shows a bad field’s error next to that field', async () => {
+    const page = await signIn(acmeToken, '#/submit');
+    await page.getByLabel('Command').fill('true');
+    await page.getByLabel('Memory').fill('lots');
+    await page.getByLabel('Name (optional)').fill('a/b');
+    await page.getByRole('button', { name: 'Submit job' }).click();
+    const memory = page.locator('#job-memory-error');
+    await memory.waitFor();
+    expect(await memory.textContent()).toMatch(/memory|M|bytes/i);
+    await page.locator('#job-name-error').waitFor();
+    expect(await page.getByLabel('Memory').getAttribute('aria-invalid')).toBe('true');
+    expect(await page.getByLabel('Memory').getAttribute('aria-describedby')).toContain('job-memory-error');
+    await shot(page, 'submit-errors');
+    await axe(page, 'submit-errors');
+    await page.close();
+  });
+
+  it('cancels a running job and deletes it after a confirm', async () => {
+    const { job } = await acme.submit({ command: 'echo started; sleep 60', name: 'long one' });
+    const page = await signIn(acmeToken, `#/jobs/${job.id}`);
+    await page.locator('.output .out', { hasText: 'started' }).waitFor({ timeout: 20_000 });
+    await page.getByRole('button', { name: 'Cancel' }).click();
+    await page.locator('.summary .badge', { hasText: 'cancelled' }).waitFor({ timeout: 15_000 });
+    expect((await acme.get(job.id)).state).toBe('cancelled');
+    await page.getByRole('button', { name: 'Delete…' }).click();
+    await page.getByRole('group', { name: 'Confirm delete' }).getByRole('button', { name: 'Delete' }).click();
+    await heading(page).filter({ hasText: 'Jobs' }).waitFor();
+    expect((await acme.request('GET', `/v1/jobs/${job.id}`)).status).toBe(404);
+    await page.close();
+  });
+
+  it('renders hostile job output and names as text', async () => {
+    const { job } = await acme.submit({ command: `echo '<img src=x onerror=alert(1)>'; echo '<script>alert(2)</script>' >&2`, name: '<b id="pwn">bold<img src=x onerror=alert(3)>' }, 30);
+    expect(job.state, JSON.stringify(job)).toBe('succeeded');
+    const page = await signIn(acmeToken, `#/jobs/${job.id}`);
+    await page.locator('.output[data-status="ended"]').waitFor({ timeout: 15_000 });
+    expect(await page.locator('.output').textContent()).toContain('<img src=x onerror=alert(1)>');
+    expect(await heading(page).textContent()).toBe('<b id="pwn">bold<img src=x onerror=alert(3)>');
+    await page.goto(`${cluster.url}/#/jobs`);
+    await page.locator('table.jobs tbody tr').first().waitFor();
+    expect(await page.locator('#pwn').count()).toBe(0);
+    expect(await page.locator('main img').count()).toBe(0);
+    expect(await page.evaluate(() => document.querySelectorAll('script:not([src])').length)).toBe(0);
+    expect(dialogs).toEqual([]);
+    await page.close();
+  });
+
+  it("tenant B's token cannot see tenant A's job", async () => {
+    const { job } = await acme.submit({ command: 'true', name: 'acme-private' });
+    const page = await signIn(betaToken, `#/jobs/${job.id}`);
+    await page.locator('.banner.error').waitFor();
+    expect(await page.locator('.banner.error').textContent()).toMatch(/not found/i);
+    await page.goto(`${cluster.url}/#/jobs`);
+    await page.locator('.empty').waitFor();
+    expect(await page.locator('main').textContent()).not.toContain('acme-private');
+    await page.close();
+  });
+
+  it('creates a function from the page, invokes it and adds a trigger whose secret shows once', async () => {
+    const page = await signIn(acmeToken, '#/functions');
+    await page.getByRole('button', { name: 'New function' }).click();
+    await page.getByLabel('Name', { exact: true }).fill('shout');
+    await page.getByLabel('Command').fill('tr a-z A-Z');
+    await page.getByRole('button', { name: 'Create function' }).click();
+    await heading(page).filter({ hasText: 'Function shout' }).waitFor();
+    await page.getByLabel('Request body').fill('hello from the page');
+    await page.getByRole('button', { name: 'Invoke and wait' }).click();
+    await page.locator('.answer pre', { hasText: 'HELLO FROM THE PAGE' }).waitFor({ timeout: 30_000 });
+    expect(await page.locator('.answer').textContent()).toContain('200');
+    await page.getByRole('button', { name: 'Add trigger' }).click();
+    const secret = page.locator('#secret-value');
+    await secret.waitFor();
+    expect(await secret.inputValue()).toMatch(/^whsec_/);
+    expect(await page.locator('.trigger').count()).toBe(1);
+    await shot(page, 'function');
+    await axe(page, 'function');
+    await page.getByRole('button', { name: 'I have copied it' }).click();
+    expect(await page.locator('#secret-value').count()).toBe(0);
+    await page.goto(`${cluster.url}/#/functions`);
+    await page.getByRole('link', { name: 'shout' }).waitFor();
+    await shot(page, 'functions');
+    await axe(page, 'functions');
+    await page.close();
+  });
+
+  it('charts usage with data once jobs have run', async () => {
+    const page = await signIn(acmeToken, '#/usage');
+    const canvas = page.locator('.chart canvas').first();
+    await canvas.waitFor();
+    const box = await canvas.boundingBox();
+    expect(box!.width).toBeGreaterThan(100);
+    expect(box!.height).toBeGreaterThan(50);
+    expect(await page.locator('main').textContent()).toContain('cancelled');
+    await shot(page, 'usage');
+    await axe(page, 'usage');
+    await page.close();
+  });
+
+  it('shows an admin the tenants with their quotas, the agents with their pools, and images', async () => {
+    const page = await signIn(adminToken, '#/admin');
+    await page.locator('.agent h3', { hasText: 'c1' }).waitFor();
+    await page.getByRole('button', { name: 'acme' }).click();
+    const field = page.locator('#q-acme-maxConcurrent');
+    await field.fill('7');
+    await page.getByRole('button', { name: 'Save quota' }).click();
+    await page.getByText('Saved.').waitFor();
+    expect(cluster.gateway.services.tenants.quota('acme').maxConcurrent).toBe(7);
+    await shot(page, 'admin');
+    await axe(page, 'admin');
+    await page.close();
+  });
+
+  it('fits a 375 px wide screen and signs in with the keyboard alone', async () => {
+    const page = await context.newPage();
+    await page.setViewportSize({ width: 375, height: 740 });
+    await page.goto(`${cluster.url}/`);
+    await axe(page, 'sign-in');
+    await shot(page, 'signin-375');
+    await page.keyboard.press('Tab');
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe('token');
+    await page.keyboard.insertText(acmeToken);
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Enter');
+    await page.locator('table.jobs tbody tr').first().waitFor();
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(375);
+    await shot(page, 'jobs-375');
+    expect(cspErrors).toEqual([]);
+    await page.close();
+  });
+});
