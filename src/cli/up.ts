@@ -83,6 +83,7 @@ export async function upCommand(args: Args): Promise<void> {
       'or with curl:',
       `  curl -s -H "authorization: Bearer $(cat ${tokenFile})" -H 'content-type: application/json' \\`,
       `       -d '{"command":"echo hello; uname -a"}' '${url}/v1/jobs?wait=30'`,
+      `Console: ${url}/ (sign in with the token in ${tokenFile})`,
       `API reference: ${url}/docs`,
       '',
     ].join('\n'),
