@@ -18,8 +18,17 @@ export interface Agent {
   runner: Runner;
   connection: Connection;
   images: string[];
+  /**
+   * Stops taking runs (tells the gateway, and says zero slots in any later hello) and waits until
+   * the attempts it holds have ended and their results were sent, or `ms` passed; `stop()` follows.
+   */
+  drain(ms: number): Promise<void>;
+  /** Closes the link and destroys every container (attempts still running end with them). */
   stop(): Promise<void>;
 }
+
+/** How often a drain looks whether the last attempt has ended. */
+const DRAIN_POLL_MS = 50;
 
 /**
  * Starts an agent: builds the executor if needed, finds its images, warms the pool, dials the
@@ -53,6 +62,8 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ level
     log,
   });
   let heartbeat: NodeJS.Timeout | undefined;
+  let draining = false;
+  let stopped: Promise<void> | undefined;
   const state = () => ({ images, pool: pool.summary(), running: runner.running() });
   const connection = new Connection({
     gateway: config.gateway,
@@ -62,7 +73,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ level
       type: 'hello',
       version: PROTOCOL_VERSION,
       agent: config.name,
-      capacity: { ...hostCapacity(config.memory), slots: config.slots },
+      capacity: { ...hostCapacity(config.memory), slots: draining ? 0 : config.slots },
       ...state(),
     }),
   });
@@ -116,11 +127,27 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ level
     runner,
     connection,
     images,
-    async stop() {
-      clearInterval(heartbeat);
-      clearTimeout(poolReport);
-      connection.close();
-      await pool.stop();
+    async drain(ms) {
+      if (!draining) {
+        draining = true;
+        connection.send({ type: 'draining' });
+        log.info({ running: runner.running().length, drainMs: ms }, 'draining: no new runs; waiting for running attempts');
+      }
+      const deadline = Date.now() + ms;
+      while (runner.running().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
+      const left = runner.running().length;
+      if (left > 0) log.warn({ running: left }, 'drain timed out: the attempts still running end with their containers and are re-run elsewhere');
+    },
+    stop() {
+      // Once: a second stop (the parent went away mid-drain) waits for the first.
+      stopped ??= (async () => {
+        clearInterval(heartbeat);
+        clearTimeout(poolReport);
+        // Frames already sent (the last results) go out before the close frame.
+        connection.close();
+        await pool.stop();
+      })();
+      return stopped;
     },
   };
 }

@@ -45,6 +45,8 @@ const AgentConfigSchema = z.object({
   /** Bytes of memory limits this node offers (default: total memory less a reserve for the host). */
   memory: z.coerce.number().int().min(64 * 1024 ** 2).optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** On SIGTERM: how long, in ms, running attempts may take to finish and report before the agent stops anyway. */
+  drainMs: z.coerce.number().int().min(0).default(30_000),
 });
 
 export type AgentConfig = z.infer<typeof AgentConfigSchema>;
@@ -70,6 +72,7 @@ const ENV_KEYS: Record<keyof z.input<typeof AgentConfigSchema>, string> = {
   maxIdlePerTenant: 'CORRAL_MAX_IDLE_PER_TENANT',
   memory: 'CORRAL_MEMORY_BYTES',
   logLevel: 'CORRAL_LOG_LEVEL',
+  drainMs: 'CORRAL_DRAIN_MS',
 };
 
 /** The agent's flags as typed on the command line (`--max-uses`). */

@@ -61,6 +61,11 @@ const GatewayConfigSchema = z.object({
     .default('false')
     .transform((v) => v === 'true' || v === '1'),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /**
+   * On SIGTERM the gateway refuses new work (503) and waits up to this long, in ms, for running
+   * attempts to end and report before it exits. `corral up` passes it to its local agent too.
+   */
+  drainMs: z.coerce.number().int().min(0).default(30_000),
   /** Base URL printed in trigger and console links. */
   publicUrl: z.string().url().optional(),
 });
@@ -86,6 +91,7 @@ const ENV_KEYS: Record<keyof z.input<typeof GatewayConfigSchema>, string> = {
   memoryReserve: 'CORRAL_MEMORY_RESERVE',
   callbackPrivate: 'CORRAL_CALLBACK_PRIVATE',
   logLevel: 'CORRAL_LOG_LEVEL',
+  drainMs: 'CORRAL_DRAIN_MS',
   publicUrl: 'CORRAL_PUBLIC_URL',
 };
 

@@ -14,8 +14,18 @@ export interface Gateway {
   url: string;
   /** Set on the first start only: the admin token that was just written. */
   adminToken?: string;
+  /** Starts a graceful shutdown: new submits, invokes and fires get 503; nothing new is placed. */
+  refuseNewWork(): void;
+  /**
+   * `refuseNewWork()`, then waits until no attempt runs on any agent (each has ended and
+   * reported) or `ms` (default: the drainMs setting) has passed. Reads are served meanwhile.
+   */
+  drain(ms?: number): Promise<void>;
   close(): Promise<void>;
 }
+
+/** How often a drain looks whether the last attempt has ended. */
+const DRAIN_POLL_MS = 50;
 
 const ADMIN_TTL_SECONDS = 365 * 86400;
 
@@ -39,7 +49,8 @@ async function firstStartToken(s: Services): Promise<string | undefined> {
 export async function startGateway(config: GatewayConfig, o: BuildOptions = {}): Promise<Gateway> {
   const services = buildServices(config, o);
   const adminToken = await firstStartToken(services);
-  const app = createApp(services);
+  let draining = false;
+  const app = createApp(services, { draining: () => draining });
   const server = await new Promise<Server>((resolve) => {
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s as Server));
   });
@@ -51,11 +62,28 @@ export async function startGateway(config: GatewayConfig, o: BuildOptions = {}):
   const port = typeof addr === 'object' && addr ? addr.port : config.port;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
   services.log.info({ url }, 'gateway listening');
+  const running = () => services.hub.agents().reduce((n, a) => n + a.running.size, 0);
+  const refuseNewWork = () => {
+    if (draining) return;
+    draining = true;
+    // Queued jobs stay queued for the next start instead of starting now and making the drain longer.
+    services.scheduler.stop();
+    services.log.info({ running: running() }, 'draining: new work is refused');
+  };
   return {
     services,
     server,
     url,
     ...(adminToken && { adminToken }),
+    refuseNewWork,
+    async drain(ms = config.drainMs) {
+      refuseNewWork();
+      const deadline = Date.now() + ms;
+      while (running() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
+      const left = running();
+      if (left > 0) services.log.warn({ running: left, drainMs: ms }, 'drain timed out: attempts still running are re-run after the next start');
+      else services.log.info('drained: no attempt is running');
+    },
     async close() {
       services.scheduler.stop();
       // Before the store closes: tries under way are cut short and left pending for the next start.

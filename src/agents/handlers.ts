@@ -45,6 +45,12 @@ const handlers: { [T in Exclude<AgentMessage['type'], 'hello'>]: (d: HandlerDeps
     setPool(a, m.pool);
   },
 
+  draining(d, a) {
+    // No free slots from now on: placement passes the agent by; its running attempts keep their leases.
+    a.capacity = { ...a.capacity, slots: 0 };
+    d.log.info({ agent: a.id, running: a.running.size }, 'agent draining: no new runs are sent to it');
+  },
+
   started(d, a, m) {
     try {
       d.machine.start(m.jobId, m.fence, m.container);

@@ -48,6 +48,7 @@ export async function upCommand(args: Args): Promise<void> {
     CORRAL_GATEWAY: `ws://127.0.0.1:${port}`,
     CORRAL_AGENT_TOKEN: await sign({ sub: 'local-agent', scopes: ['agent'] }),
     CORRAL_LOG_LEVEL: config.logLevel,
+    CORRAL_DRAIN_MS: String(config.drainMs),
   };
   const forkAgent = () => childOf(fork(process.argv[1]!, ['agent', '--name', name, ...agentFlags], { env: agentEnv, stdio: 'inherit' }));
   const first = forkAgent();
@@ -88,7 +89,10 @@ export async function upCommand(args: Args): Promise<void> {
       '',
     ].join('\n'),
   );
+  // Graceful: the gateway refuses new work first, the agent (SIGTERM) finishes its running attempts
+  // and reports them to the still-open gateway, then the gateway closes. A second signal exits at once.
   stopOnSignals(async () => {
+    gateway.refuseNewWork();
     await agent.stop();
     await gateway.close();
   });

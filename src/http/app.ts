@@ -15,13 +15,17 @@ import { ApiError, onError, problem } from './errors.js';
 import { opsRoutes } from './ops.js';
 import { describeApi } from './openapi.js';
 import { cappedBody } from './body.js';
+import { refuseNewWorkWhile } from './drain.js';
 import { router } from './router.js';
 import { consoleRoutes } from '../console/routes.js';
 
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 
-/** Builds the gateway's HTTP app over `services`. Nothing here holds state of its own. */
-export function createApp(s: Services) {
+/**
+ * Builds the gateway's HTTP app over `services`. Nothing here holds state of its own;
+ * `draining` says when the gateway is shutting down (new work is then refused with 503).
+ */
+export function createApp(s: Services, o: { draining?: () => boolean } = {}) {
   const app = new Hono<AppEnv>();
 
   app.use('*', requestId({ headerName: 'x-request-id', limitLength: 64 }));
@@ -44,6 +48,7 @@ export function createApp(s: Services) {
     if (failed) s.log.error(line, 'request failed');
     else s.log.info(line, 'request');
   });
+  app.use('*', refuseNewWorkWhile(o.draining ?? (() => false)));
   app.use('*', cappedBody(s.config.bodyLimit));
   app.use('/v1/*', async function jsonOnly(c, next) {
     if (c.req.method === 'POST' || c.req.method === 'PUT' || c.req.method === 'PATCH') {

@@ -61,6 +61,12 @@ export const AgentMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('started'), jobId: JobId, fence: Fence, container: Name }),
   /** The pool changed (a container went idle, blank or busy): sent between heartbeats, throttled. */
   z.object({ type: z.literal('pool'), pool: PoolSchema }),
+  /**
+   * The agent is shutting down: send it no more runs. It finishes (and reports) the attempts it
+   * holds, then closes the link. A gateway that predates the frame drops it as malformed, which
+   * costs only the runs it sends before the close.
+   */
+  z.object({ type: z.literal('draining') }),
   z.object({
     type: z.literal('output'),
     jobId: JobId,
