@@ -101,9 +101,9 @@ describe('the console', () => {
     await shot(page, 'submit');
     await axe(page, 'submit');
     await page.getByLabel('Command').fill('echo first line; echo to stderr >&2; sleep 2; echo last line');
-    await page.getByLabel('Name (optional)').fill('отчёт-任务-1');
+    await page.getByLabel('Name (optional)').fill('отчёт-δοκιμή-1');
     await page.getByRole('button', { name: 'Submit job' }).click();
-    await heading(page).filter({ hasText: 'отчёт-任务-1' }).waitFor();
+    await heading(page).filter({ hasText: 'отчёт-δοκιμή-1' }).waitFor();
     // "first line" arrives while the job still runs: the output is live, not read at the end.
     await page.locator('.output .out', { hasText: 'first line' }).waitFor({ timeout: 20_000 });
     expect(await page.locator('.badge').first().textContent()).toBe('running');
@@ -117,10 +117,10 @@ describe('the console', () => {
     await axe(page, 'job');
 
     await page.getByRole('link', { name: 'Jobs', exact: true }).click();
-    await page.getByLabel('Name').fill('отчёт-任务-1');
+    await page.getByLabel('Name').fill('отчёт-δοκιμή-1');
     await page.getByRole('button', { name: 'Search' }).click();
     await expect.poll(() => page.locator('table.jobs tbody tr').count()).toBe(1);
-    expect(await page.locator('table.jobs tbody tr a').textContent()).toBe('отчёт-任务-1');
+    expect(await page.locator('table.jobs tbody tr a').textContent()).toBe('отчёт-δοκιμή-1');
     expect(page.url()).toContain('name=');
     await shot(page, 'jobs');
     await axe(page, 'jobs');
