@@ -118,6 +118,8 @@ describe('the OpenAPI description', () => {
     }
     expect(ids.get('createJob')).toBe('post /v1/jobs');
     expect(ids.get('fireHook')).toBe('post /hooks/{triggerId}');
+    expect(ids.get('getConsole')).toBe('get /');
+    expect(ids.get('getDocs')).toBe('get /docs');
   });
 
   it('gives every operation security: a bearer token, except the public routes, which say so with an empty list or their signature schemes', () => {

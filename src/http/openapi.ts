@@ -16,6 +16,7 @@ export const TAGS = [
   { name: 'agents', description: 'The machines that run jobs, their capacity and container pools (admin).' },
   { name: 'images', description: 'The container images jobs may name.' },
   { name: 'ops', description: 'Health, metrics and this description.' },
+  { name: 'console', description: 'The web console: a page that calls this API with the token pasted at sign-in.' },
 ] as const;
 
 export type Tag = (typeof TAGS)[number]['name'];
@@ -29,8 +30,8 @@ const text = (mediaType: string, description: string) => ({ description, content
 
 /**
  * Registers what the API description says about itself, and the routes served outside
- * zod-openapi (health, metrics, the docs page, the description itself), then serves the
- * document at `/openapi.json`.
+ * zod-openapi (health, metrics, the console and docs pages, the description itself), then
+ * serves the document at `/openapi.json`.
  */
 export function describeApi(api: OpenAPIHono<AppEnv>): void {
   const registry = api.openAPIRegistry;
@@ -72,6 +73,15 @@ export function describeApi(api: OpenAPIHono<AppEnv>): void {
     summary: 'This API description (OpenAPI 3.1)',
     security: open,
     responses: { 200: { description: 'The description', content: { 'application/json': { schema: z.object({}).passthrough() } } } },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/',
+    operationId: 'getConsole',
+    tags: ['console'],
+    summary: 'The web console (its script and stylesheet are under /console/)',
+    security: open,
+    responses: { 200: text('text/html', 'The page') },
   });
   registry.registerPath({
     method: 'get',
