@@ -1,6 +1,5 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { ConfigError } from '../config.js';
 import { parseArgs, UsageError, type Args } from './args.js';
 
 const HELP = `corral — run commands in pre-warmed, unprivileged LXC containers
@@ -117,7 +116,8 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exit(code);
   },
   (err: unknown) => {
-    if (err instanceof UsageError || err instanceof ConfigError) {
+    // ConfigError is told by its name: importing config.ts (and zod) here would slow every command.
+    if (err instanceof UsageError || (err instanceof Error && err.name === 'ConfigError')) {
       process.stderr.write(`corral: ${err.message}\n`);
       process.exit(2);
     }
