@@ -24,7 +24,11 @@ const get = (name: string, token = acme) => g.req('GET', `/v1/functions/${encode
 const invoke = (name: string, o: { token?: string; body?: BodyInit; query?: string; headers?: Record<string, string> } = {}) =>
   g.req('POST', `/v1/functions/${encodeURIComponent(name)}/invoke${o.query ?? ''}`, { token: o.token ?? acme, ...(o.body !== undefined && { raw: o.body }), ...(o.headers && { headers: o.headers }) });
 /** The job as stored, spec included (the view leaves out binary stdin). */
-const storedSpec = (id: string) => JSON.parse(g.s.store.sqlite.prepare('SELECT spec FROM jobs WHERE id = ?').pluck().get(id) as string);
+/** The stored spec, with the stdin kept in its own column put back as the run frame carries it. */
+const storedSpec = (id: string) => {
+  const row = g.s.store.sqlite.prepare('SELECT spec, stdin FROM jobs WHERE id = ?').get(id) as { spec: string; stdin: Buffer | null };
+  return { ...JSON.parse(row.spec), ...(row.stdin && { stdinBase64: row.stdin.toString('base64') }) };
+};
 
 describe('PUT /v1/functions/:name', () => {
   it('creates a function at version 1 with its defaults shown, and GET answers the same', async () => {

@@ -81,7 +81,11 @@ function fireGh(t: { id: string; secret: string }, body: string, o: { delivery?:
 }
 
 const jobCount = () => g.s.store.sqlite.prepare('SELECT count(*) FROM jobs').pluck().get() as number;
-const storedSpec = (id: string) => JSON.parse(g.s.store.sqlite.prepare('SELECT spec FROM jobs WHERE id = ?').pluck().get(id) as string);
+/** The stored spec, with the stdin kept in its own column put back as the run frame carries it. */
+const storedSpec = (id: string) => {
+  const row = g.s.store.sqlite.prepare('SELECT spec, stdin FROM jobs WHERE id = ?').get(id) as { spec: string; stdin: Buffer | null };
+  return { ...JSON.parse(row.spec), ...(row.stdin && { stdinBase64: row.stdin.toString('base64') }) };
+};
 
 describe('the Standard Webhooks published example', () => {
   const vector = {

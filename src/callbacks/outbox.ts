@@ -56,7 +56,7 @@ export class CallbackOutbox {
   constructor(private readonly db: Database.Database) {
     const p = (s: string) => db.prepare(s);
     this.q = {
-      callbackUrl: p(`SELECT json_extract(spec, '$.callbackUrl') AS url FROM jobs WHERE id = ?`).pluck(),
+      callbackUrl: p(`SELECT CASE WHEN memory IS NULL THEN json_extract(spec, '$.callbackUrl') ELSE callback_url END AS url FROM jobs WHERE id = ?`).pluck(),
       insert: p(
         `INSERT INTO callback_deliveries (id, job_id, tenant, url, state, tries, next_at, created_at, updated_at)
          VALUES (@id, @jobId, @tenant, @url, 'pending', 0, @now, @now, @now)`,

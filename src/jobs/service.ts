@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { and, asc, desc, eq, lt, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, getTableColumns, lt, sql } from 'drizzle-orm';
 import type { Store } from '../db/open.js';
 import { attempts, idempotencyKeys, jobs } from '../db/schema/index.js';
 import { Conflict, NotFound, Unprocessable } from '../errors/domain.js';
@@ -11,6 +11,9 @@ import type { TenantService } from '../tenants/service.js';
 import type { Admission } from './admission.js';
 import { JOB_ID, toSpec, type JobRequest, type JobSpec } from './spec.js';
 import { toJobView, type JobRow, type JobView } from './view.js';
+
+/** Every column a view needs: all but the stdin bytes, which only a dispatch reads. */
+const { stdin: _stdin, ...VIEW_COLUMNS } = getTableColumns(jobs);
 
 export interface SubmitOptions {
   idempotencyKey?: string;
@@ -71,11 +74,11 @@ export class JobService {
     const db = store.db;
     const p = (name: string) => sql.placeholder(name);
     this.q = {
-      byId: db.select().from(jobs).where(and(eq(jobs.id, p('id')), eq(jobs.tenant, p('tenant')))).prepare(),
-      byName: db.select().from(jobs).where(and(eq(jobs.tenant, p('tenant')), eq(jobs.name, p('name')))).prepare(),
+      byId: db.select(VIEW_COLUMNS).from(jobs).where(and(eq(jobs.id, p('id')), eq(jobs.tenant, p('tenant')))).prepare(),
+      byName: db.select(VIEW_COLUMNS).from(jobs).where(and(eq(jobs.tenant, p('tenant')), eq(jobs.name, p('name')))).prepare(),
       attempts: db.select().from(attempts).where(eq(attempts.jobId, p('id'))).orderBy(asc(attempts.n)).prepare(),
       // Read at every job's end: a raw statement, no row mapping or spec parsing.
-      callbackUrl: store.sqlite.prepare(`SELECT json_extract(spec, '$.callbackUrl') AS url FROM jobs WHERE id = ? AND tenant = ?`),
+      callbackUrl: store.sqlite.prepare(`SELECT CASE WHEN memory IS NULL THEN json_extract(spec, '$.callbackUrl') ELSE callback_url END AS url FROM jobs WHERE id = ? AND tenant = ?`),
       // The scheduler takes a tenant's queued jobs in (run_after, id) order: those before this one, on the jobs_claimable index.
       ahead: store.sqlite
         .prepare(`SELECT count(*) FROM jobs WHERE tenant = @tenant AND state = 'queued' AND (run_after < @runAfter OR (run_after = @runAfter AND id < @id))`)
@@ -114,7 +117,11 @@ export class JobService {
         }
       }
       const now = Date.now();
-      const spec = this.admission.admit(tenant, req.spec(quota), quota, now);
+      const admitted = this.admission.admit(tenant, req.spec(quota), quota, now);
+      // stdin lives in its own column: the spec other code parses stays small whatever was sent.
+      const { stdin: text, stdinBase64, ...spec } = admitted;
+      const bytes = stdinBase64 !== undefined ? Buffer.from(stdinBase64, 'base64') : text !== undefined ? Buffer.from(text) : null;
+      const stdin = bytes !== null && bytes.length > 0 ? bytes : null;
       const fn = req.function;
       const id = newJobId(now);
       await this.store.commit(
@@ -130,6 +137,12 @@ export class JobService {
             functionVersion: fn?.version ?? null,
             image: spec.image,
             spec: JSON.stringify(spec),
+            stdin,
+            memory: spec.memory ?? null,
+            cpu: spec.cpu ?? null,
+            cpuset: spec.cpuset ?? null,
+            maxOutputBytes: spec.maxOutputBytes,
+            callbackUrl: spec.callbackUrl ?? null,
             retries: spec.retries,
             createdAt: now,
           });
@@ -218,7 +231,7 @@ export class JobService {
       q.function !== undefined ? eq(jobs.function, q.function) : undefined,
       q.cursor ? lt(jobs.id, q.cursor) : undefined,
     );
-    const rows = this.store.db.select().from(jobs).where(where).orderBy(desc(jobs.id)).limit(q.limit + 1).all();
+    const rows = this.store.db.select(VIEW_COLUMNS).from(jobs).where(where).orderBy(desc(jobs.id)).limit(q.limit + 1).all();
     const page = rows.slice(0, q.limit);
     return { jobs: page.map((r) => this.view(r)), nextCursor: rows.length > q.limit ? page[page.length - 1]!.id : null };
   }

@@ -22,7 +22,7 @@ export class OutputStore extends EventEmitter<OutputEvents> {
   constructor(private readonly db: Database.Database) {
     super();
     this.current = db.prepare(
-      `SELECT attempt_count AS n, output_bytes AS bytes, output_truncated AS truncated, json_extract(spec, '$.maxOutputBytes') AS cap
+      `SELECT attempt_count AS n, output_bytes AS bytes, output_truncated AS truncated, CASE WHEN memory IS NULL THEN json_extract(spec, '$.maxOutputBytes') ELSE max_output_bytes END AS cap
        FROM jobs WHERE id = ? AND fence = ? AND state = 'running'`,
     );
     this.insert = db.prepare(`INSERT INTO output (job_id, attempt, stream, data) VALUES (?, ?, ?, ?)`);

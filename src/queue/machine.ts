@@ -15,7 +15,14 @@ export interface NewJob {
   function?: string | null;
   functionVersion?: number | null;
   image: string;
+  /** The spec as JSON, without stdin. */
   spec: string;
+  stdin?: Buffer | null;
+  memory?: number | null;
+  cpu?: number | null;
+  cpuset?: string | null;
+  maxOutputBytes?: number | null;
+  callbackUrl?: string | null;
   retries: number;
   createdAt: number;
 }
@@ -128,7 +135,18 @@ export class JobMachine extends EventEmitter<MachineEvents> {
 
   /** Inserts a job as `queued`. Call inside the caller's transaction; emits after it commits. */
   enqueue(job: NewJob): void {
-    this.sql.insertJob.run({ ...job, function: job.function ?? null, functionVersion: job.functionVersion ?? null, runAfter: job.createdAt });
+    this.sql.insertJob.run({
+      stdin: null,
+      memory: null,
+      cpu: null,
+      cpuset: null,
+      maxOutputBytes: null,
+      callbackUrl: null,
+      ...job,
+      function: job.function ?? null,
+      functionVersion: job.functionVersion ?? null,
+      runAfter: job.createdAt,
+    });
   }
 
   /** Tells listeners a committed job is waiting (the scheduler wakes on this). */

@@ -8,8 +8,10 @@ import type Database from 'better-sqlite3';
 export function prepareQueueSql(db: Database.Database) {
   return {
     insertJob: db.prepare(
-      `INSERT INTO jobs (id, tenant, name, function, function_version, state, image, spec, retries, run_after, created_at)
-       VALUES (@id, @tenant, @name, @function, @functionVersion, 'queued', @image, @spec, @retries, @runAfter, @createdAt)`,
+      `INSERT INTO jobs (id, tenant, name, function, function_version, state, image, spec, stdin, memory, cpu, cpuset, max_output_bytes,
+         callback_url, retries, run_after, created_at)
+       VALUES (@id, @tenant, @name, @function, @functionVersion, 'queued', @image, @spec, @stdin, @memory, @cpu, @cpuset, @maxOutputBytes,
+         @callbackUrl, @retries, @runAfter, @createdAt)`,
     ),
     claim: db.prepare(
       `UPDATE jobs SET state = 'running', fence = max(fence + 1, @fenceFloor), agent = @agent, lease_expires_at = @leaseExpiresAt,
@@ -68,7 +70,7 @@ export function prepareQueueSql(db: Database.Database) {
       `SELECT id, fence FROM jobs WHERE state = 'running' AND lease_expires_at < @now ORDER BY lease_expires_at LIMIT 500`,
     ),
     deleteJob: db.prepare(`DELETE FROM jobs WHERE id = @jobId`),
-    memoryOf: db.prepare(`SELECT json_extract(spec, '$.memory') FROM jobs WHERE id = ?`).pluck(),
+    memoryOf: db.prepare(`SELECT coalesce(memory, json_extract(spec, '$.memory')) FROM jobs WHERE id = ?`).pluck(),
     stateOf: db.prepare(`SELECT state, agent, fence, tenant FROM jobs WHERE id = @jobId`),
   };
 }

@@ -36,7 +36,9 @@ interface Candidate {
   image: string;
   /** The function it was invoked from, if any: its maxConcurrent caps how many run at once. */
   function: string | null;
-  spec: string;
+  /** Its memory limit and cpuset, from their own columns: a pass never parses a spec. */
+  memory: number | null;
+  cpuset: string | null;
   runAfter: number;
   /** Parsed on first look; a candidate may be looked at in several rounds of a pass. */
   need?: Need;
@@ -68,7 +70,6 @@ interface TenantPass {
 
 /** What placement needs of a job, parsed once per candidate. */
 interface Need {
-  spec: JobSpec;
   memory: number;
   /** Highest CPU its cpuset names, -1 without one. */
   highestCpu: number;
@@ -119,6 +120,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   private readonly cappedRunning;
   private readonly functionCap;
   private readonly reservations;
+  private readonly specOf;
   private readonly queuedImages;
   private readonly queuedForImage;
   private readonly tickMs: number;
@@ -156,13 +158,17 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     // offers, or asking more memory than any free agent has, are passed over here (they cannot
     // start this pass); ones bigger than any agent could ever hold still come through, to end.
     this.nextForTenant = db.prepare(
-      `SELECT id, image, spec, function, run_after AS runAfter FROM jobs
+      // Rows written before the memory/cpuset columns existed fall back to their spec.
+      `SELECT id, image, function, run_after AS runAfter,
+              coalesce(memory, json_extract(spec, '$.memory')) AS memory,
+              CASE WHEN memory IS NULL THEN json_extract(spec, '$.cpuset') ELSE cpuset END AS cpuset
+       FROM jobs
        WHERE tenant = @tenant AND state = 'queued' AND run_after <= @now
          AND (run_after > @afterRunAfter OR (run_after = @afterRunAfter AND id > @afterId))
          AND (function IS NULL OR function NOT IN (SELECT value FROM json_each(@full)))
          AND (@reservedOnly = 0 OR function IN (SELECT value FROM json_each(@reserved)))
          AND image IN (SELECT value FROM json_each(@images))
-         AND (coalesce(json_extract(spec, '$.memory'), 0) <= @maxFree OR json_extract(spec, '$.memory') > @maxAllocatable)
+         AND (coalesce(memory, json_extract(spec, '$.memory'), 0) <= @maxFree OR coalesce(memory, json_extract(spec, '$.memory')) > @maxAllocatable)
        ORDER BY run_after, id LIMIT @limit`,
     );
     // Running jobs are few (bounded by agent slots): counting them per function is cheap.
@@ -172,6 +178,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
        WHERE j.tenant = ? AND j.state = 'running' AND f.max_concurrent IS NOT NULL GROUP BY j.function`,
     );
     this.functionCap = db.prepare(`SELECT max_concurrent FROM functions WHERE tenant = ? AND name = ?`).pluck();
+    this.specOf = db.prepare(`SELECT spec, stdin FROM jobs WHERE id = ?`);
     this.reservations = db.prepare(`SELECT name, max_concurrent AS max FROM functions WHERE tenant = ? AND max_concurrent IS NOT NULL`);
     this.queuedImages = db.prepare(`SELECT DISTINCT image FROM jobs WHERE state = 'queued'`).pluck();
     this.queuedForImage = db.prepare(`SELECT id FROM jobs WHERE state = 'queued' AND image = ? AND run_after <= ? LIMIT 1000`).pluck();
@@ -418,8 +425,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   }
 
   private need(job: Candidate): Need {
-    const spec = JSON.parse(job.spec) as JobSpec;
-    return { spec, memory: spec.memory ?? 0, highestCpu: spec.cpuset === undefined ? -1 : cpusetHighest(spec.cpuset) };
+    return { memory: job.memory ?? 0, highestCpu: job.cpuset === null ? -1 : cpusetHighest(job.cpuset) };
   }
 
   /** Whether `a` could ever run the job, busy or not: its image, the CPUs its cpuset names, its memory. */
@@ -466,7 +472,13 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
    * would close the link) ends `rejected` as its own failure instead of looping as agent errors.
    */
   private dispatch(agent: AgentConn, tenant: string, job: Candidate, need: Need, outbox: Array<() => void>): 'sent' | 'lost' | 'rejected' {
-    const { retries: _retries, callbackUrl: _cb, ...run } = need.spec;
+    // The full spec and stdin are read for the one job being sent, never for a pass's candidates.
+    const row = this.specOf.get(job.id) as { spec: string; stdin: Buffer | null } | undefined;
+    if (!row) return 'lost';
+    const { retries: _retries, callbackUrl: _cb, stdin: text, stdinBase64: b64, ...rest } = JSON.parse(row.spec) as JobSpec;
+    // Rows from before stdin had its own column carry it in the spec.
+    const stdin = row.stdin ?? (b64 !== undefined ? Buffer.from(b64, 'base64') : text !== undefined ? Buffer.from(text) : null);
+    const run = { ...rest, ...(stdin !== null && { stdinBase64: stdin.toString('base64') }) };
     const frame: RunFrame = { type: 'run', jobId: job.id, fence: 0, tenant, attempt: 1, spec: run };
     const specJson = JSON.stringify(run);
     const problem = runFrameProblem(frame, specJson);
@@ -474,7 +486,7 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     const claim = this.machine.claim(job.id, agent.id);
     if (!claim) return 'lost';
     const key = warmKey(tenant, job.image);
-    const warm = (agent.warm.get(key) ?? 0) > 0 && !need.spec.fresh;
+    const warm = (agent.warm.get(key) ?? 0) > 0 && !run.fresh;
     if (warm) agent.warm.set(key, agent.warm.get(key)! - 1);
     assign(agent, job.id, claim.fence, need.memory);
     outbox.push(() => {

@@ -37,7 +37,9 @@ export class UsageMeter {
     this.q = {
       // Attempt n of a job is its attempt_count at claim; the primary key finds it.
       attempt: db.prepare(
-        `SELECT json_extract(j.spec, '$.memory') AS memory, json_extract(j.spec, '$.cpu') AS cpu, json_extract(j.spec, '$.cpuset') AS cpuset,
+        `SELECT coalesce(j.memory, json_extract(j.spec, '$.memory')) AS memory,
+                CASE WHEN j.memory IS NULL THEN json_extract(j.spec, '$.cpu') ELSE j.cpu END AS cpu,
+                CASE WHEN j.memory IS NULL THEN json_extract(j.spec, '$.cpuset') ELSE j.cpuset END AS cpuset,
                 a.n AS n, coalesce(a.started_at, a.claimed_at) AS since
          FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.fence = @fence
          WHERE j.id = @jobId`,

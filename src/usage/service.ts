@@ -98,7 +98,9 @@ export class UsageService {
       cpuOn: db.prepare(`SELECT cpu_seconds FROM usage_daily WHERE tenant = ? AND day = ?`).pluck(),
       // Running rows are few (bounded by agent slots); attempt n = attempt_count is a primary-key lookup.
       running: db.prepare(
-        `SELECT json_extract(j.spec, '$.cpu') AS cpu, json_extract(j.spec, '$.cpuset') AS cpuset, coalesce(a.started_at, a.claimed_at) AS since
+        `SELECT CASE WHEN j.memory IS NULL THEN json_extract(j.spec, '$.cpu') ELSE j.cpu END AS cpu,
+                CASE WHEN j.memory IS NULL THEN json_extract(j.spec, '$.cpuset') ELSE j.cpuset END AS cpuset,
+                coalesce(a.started_at, a.claimed_at) AS since
          FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.n = j.attempt_count
          WHERE j.tenant = ? AND j.state = 'running'`,
       ),

@@ -1,4 +1,4 @@
-import { sqliteTable, text, integer, index, uniqueIndex } from 'drizzle-orm/sqlite-core';
+import { sqliteTable, text, integer, real, blob, index, uniqueIndex } from 'drizzle-orm/sqlite-core';
 import { sql } from 'drizzle-orm';
 import type { JobSpec } from '../../jobs/spec.js';
 
@@ -17,7 +17,19 @@ export const jobs = sqliteTable(
     functionVersion: integer('function_version'),
     state: text('state').notNull(),
     image: text('image').notNull(),
+    /** The request with defaults filled, without its stdin (kept apart below: it can be megabytes). */
     spec: text('spec', { mode: 'json' }).$type<JobSpec>().notNull(),
+    /** The job's stdin bytes; read only to send the job to an agent. */
+    stdin: blob('stdin', { mode: 'buffer' }),
+    /**
+     * What hot paths need of the spec, in columns of their own so that scheduling, output and
+     * metering never parse a spec (null on rows written before these columns existed).
+     */
+    memory: integer('memory'),
+    cpu: real('cpu'),
+    cpuset: text('cpuset'),
+    maxOutputBytes: integer('max_output_bytes'),
+    callbackUrl: text('callback_url'),
     retries: integer('retries').notNull(),
     /** Failed attempts that count against `retries` (platform losses do not). */
     failures: integer('failures').notNull().default(0),
