@@ -424,6 +424,12 @@ describe('POST /hooks/:id with GitHub signatures', () => {
     expect(again.status).toBe(202);
     expect((await again.json()).id).toBe(a.id);
     expect(jobCount()).toBe(1);
+    // GitHub signs the body only: the same signed body resent with a fresh delivery id and another
+    // event is the same delivery, not a new job (and cannot turn a ping into a push).
+    const forged = await fireGh(t, '{"action":"opened"}', { delivery: randomUUID(), event: 'push' });
+    expect(forged.status).toBe(202);
+    expect((await forged.json()).id).toBe(a.id);
+    expect(jobCount()).toBe(1);
     const body = '{}';
     const noDelivery = await fire(t.id, body, { 'x-hub-signature-256': ghSig(t.secret, body), 'x-github-event': 'ping' });
     expect(noDelivery.status).toBe(400);

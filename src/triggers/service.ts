@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { and, asc, count, eq, sql } from 'drizzle-orm';
 import type { Store } from '../db/open.js';
 import { triggerDeliveries, triggers } from '../db/schema/index.js';
@@ -188,7 +188,11 @@ export class TriggerService {
 
     const deliveryId = kind === 'github' ? req.header('x-github-delivery') : req.header('webhook-id');
     if (!validDeliveryId(deliveryId)) throw new DomainError('X-GitHub-Delivery must be 1 to 256 printable characters', 'x-github-delivery');
-    const prior = this.q.delivery.get({ trigger: row.id, delivery: deliveryId });
+    // GitHub signs the body only: X-GitHub-Delivery is the sender's word, and a captured request
+    // resent with fresh delivery ids would make new jobs. Such deliveries are told apart by what
+    // is signed — the body's hash — so a replay answers the first job whatever id it carries.
+    const dedupeKey = kind === 'github' ? `sha256:${createHash('sha256').update(req.body).digest('hex')}` : deliveryId;
+    const prior = this.q.delivery.get({ trigger: row.id, delivery: dedupeKey });
     if (prior) return { jobId: prior.jobId, replayed: true };
 
     const quota = this.tenants.quota(row.tenant);
@@ -205,14 +209,14 @@ export class TriggerService {
         row.function,
         { stdin: req.body, contentType, query: '', env: { CORRAL_EVENT: event, CORRAL_DELIVERY_ID: deliveryId, CORRAL_TRIGGER_ID: row.id } },
         // In the job's own transaction: two fires of one delivery cannot both commit a job.
-        { alsoWrite: (jobId, at) => this.store.db.insert(triggerDeliveries).values({ triggerId: row.id, deliveryId, jobId, createdAt: at }).run() },
+        { alsoWrite: (jobId, at) => this.store.db.insert(triggerDeliveries).values({ triggerId: row.id, deliveryId: dedupeKey, jobId, createdAt: at }).run() },
       );
       this.prune(now);
       return { jobId: job.id, replayed: false };
     } catch (err) {
       if (isConstraint(err, 'SQLITE_CONSTRAINT_PRIMARYKEY')) {
         // The same delivery committed first from another request: answer its job.
-        const won = this.q.delivery.get({ trigger: row.id, delivery: deliveryId });
+        const won = this.q.delivery.get({ trigger: row.id, delivery: dedupeKey });
         if (won) return { jobId: won.jobId, replayed: true };
       }
       // The function (and so the trigger) was deleted while this fire was on its way.

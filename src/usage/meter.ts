@@ -44,7 +44,8 @@ export class UsageMeter {
          FROM jobs j JOIN attempts a ON a.job_id = j.id AND a.fence = @fence
          WHERE j.id = @jobId`,
       ),
-      wall: db.prepare(`UPDATE attempts SET wall_seconds = @wall WHERE job_id = @jobId AND n = @n`),
+      // An unmeasured attempt's record shows the CPU it was charged, so the attempts and the usage agree.
+      wall: db.prepare(`UPDATE attempts SET wall_seconds = @wall, cpu_seconds = coalesce(cpu_seconds, @cpu) WHERE job_id = @jobId AND n = @n`),
       addAttempt: db.prepare(
         `INSERT INTO usage_daily (tenant, day, attempts, cpu_seconds, wall_seconds, gb_seconds, peak_memory_bytes)
          VALUES (@tenant, @day, 1, @cpu, @wall, @gb, @peak)
@@ -73,11 +74,11 @@ export class UsageMeter {
     // The agent's own measure of the run; an attempt it never reported on (lease expired, job
     // deleted while running) ran from its start until the gateway gave up on it.
     const wall = e.result.wallMs !== undefined ? e.result.wallMs / 1000 : Math.max(0, e.now - a.since) / 1000;
-    // CPU is what the agent read from the cgroup. A running job deleted by its tenant never gets
-    // that far (its record is gone before the agent reports), so it is charged what it could
-    // have used: its CPU limit × the time it ran. Otherwise deleting a job would dodge the budget.
-    const cpu = e.result.cpuSeconds ?? (e.deleted ? cpuLimitOf(a.cpu, a.cpuset) * wall : 0);
-    this.q.wall.run({ jobId: e.jobId, n: a.n, wall });
+    // An attempt the agent never measured (deleted while running, or its lease ran out: the agent
+    // went silent, or the gateway was down) is charged what it could have used — its CPU limit ×
+    // the time it ran — or going silent would dodge the budget.
+    const cpu = e.result.cpuSeconds ?? cpuLimitOf(a.cpu, a.cpuset) * wall;
+    this.q.wall.run({ jobId: e.jobId, n: a.n, wall, cpu });
     this.q.addAttempt.run({
       tenant: e.tenant,
       day: utcDay(e.now),
