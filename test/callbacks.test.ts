@@ -430,6 +430,22 @@ describe('hostile receivers', () => {
     for (const r of held) r.end();
     expect(await run).toBe(3);
   });
+
+  it("a tenant's backlog longer than the window the deliverer reads does not hide another tenant's delivery", async () => {
+    const gw = await gateway({ concurrency: 4, perTenant: 2, timeoutMs: 5000 });
+    const a = await gw.tenant('hog');
+    const b = await gw.tenant('polite');
+    const held: ServerResponse[] = [];
+    rx.handler = (req, res) => (req.url === '/hang' ? held.push(res) : res.end());
+    // More due rows than the 4 × 16 the deliverer reads at a time, all older than the polite one.
+    for (let i = 0; i < 80; i++) await endJob(gw, a, rx.url('/hang'));
+    const politeJob = await endJob(gw, b, rx.url('/fine'));
+    const run = gw.s.callbacks.deliverer.runOnce();
+    await expect.poll(async () => (await deliveriesOf(gw, b, politeJob))[0]!.state).toBe('delivered');
+    expect(held).toHaveLength(2);
+    for (const r of held) r.end();
+    await run;
+  });
 });
 
 describe('the callback secret', () => {

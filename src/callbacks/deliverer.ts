@@ -144,7 +144,7 @@ export class CallbackDeliverer extends EventEmitter<DelivererEvents> {
       if (room <= 0) return 0;
       const now = this.clock();
       // Looks past the first due rows, so that one tenant's backlog does not hide another's.
-      for (const d of this.o.outbox.due(now, room * 16)) {
+      for (const d of this.o.outbox.due(now, room * 16, this.perTenant)) {
         const load = this.tenantLoad.get(d.tenant) ?? 0;
         if (this.inFlight.has(d.id) || load >= this.perTenant) continue;
         this.tenantLoad.set(d.tenant, load + 1);

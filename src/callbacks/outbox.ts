@@ -62,8 +62,13 @@ export class CallbackOutbox {
          VALUES (@id, @jobId, @tenant, @url, 'pending', 0, @now, @now, @now)`,
       ),
       due: p(
-        `SELECT id, job_id AS jobId, tenant, url, tries, created_at AS createdAt FROM callback_deliveries
-         WHERE state = 'pending' AND next_at <= @now ORDER BY next_at LIMIT @limit`,
+        // At most @perTenant of each tenant's due rows: one tenant's backlog (say to a receiver that
+        // never answers) cannot fill the window and hide every other tenant's deliveries.
+        `SELECT id, jobId, tenant, url, tries, createdAt FROM (
+           SELECT id, job_id AS jobId, tenant, url, tries, created_at AS createdAt, next_at,
+                  row_number() OVER (PARTITION BY tenant ORDER BY next_at) AS r
+           FROM callback_deliveries WHERE state = 'pending' AND next_at <= @now)
+         WHERE r <= @perTenant ORDER BY next_at LIMIT @limit`,
       ),
       lease: p(`UPDATE callback_deliveries SET next_at = @until WHERE id = @id AND state = 'pending'`),
       insertTry: p(
@@ -91,8 +96,8 @@ export class CallbackOutbox {
   }
 
   /** Pending deliveries due at `now`, oldest due first. */
-  due(now: number, limit: number): DueDelivery[] {
-    return this.q.due.all({ now, limit }) as DueDelivery[];
+  due(now: number, limit: number, perTenant = limit): DueDelivery[] {
+    return this.q.due.all({ now, limit, perTenant }) as DueDelivery[];
   }
 
   /**
