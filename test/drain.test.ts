@@ -3,10 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
 import { startAgent } from '../agent/agent.js';
+import { lxcLs } from '../agent/lxc/lxc.js';
 import { loadAgentConfig } from '../agent/config.js';
 import { ensureBusybox, startCluster, until } from './helpers/cluster.js';
-import { freePort, killed, runCli, startCli } from './helpers/process.js';
+import { CLI, freePort, killed, runCli, startCli } from './helpers/process.js';
 
 const quiet = pino({ level: 'silent' });
 
@@ -110,6 +112,36 @@ describe('graceful shutdown', () => {
     } finally {
       await killed(gw.child);
       await agent.stop();
+    }
+  });
+
+  it('Ctrl-C to corral up (SIGINT to its process group): new work gets 503, the local agent finishes its running job, then both exit', async () => {
+    const data = mkdtempSync(join(tmpdir(), 'corral-drain-up-'));
+    const port = await freePort();
+    const base = `http://127.0.0.1:${port}`;
+    const args = ['up', '--data', data, '--port', String(port), '--warm', '1', '--name', 'drainup', '--kill-grace-ms', '300'];
+    // Its own process group, as a shell gives a foreground job: a Ctrl-C reaches up and its agent alike.
+    const up = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, CORRAL_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    let out = '';
+    up.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    up.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const exit = exited(up);
+    try {
+      await until(() => /API reference/.test(out) || up.exitCode !== null, 120_000, 50);
+      expect(up.exitCode).toBeNull();
+      const token = readFileSync(join(data, 'default.token'), 'utf8').trim();
+      const job = await api(base, token, 'POST', '/v1/jobs', { command: 'sleep 2; echo done', timeout: 30 });
+      await until(async () => (await api(base, token, 'GET', `/v1/jobs/${job.body.id}`)).body.state === 'running', 20_000, 50);
+      const signalledAt = Date.now();
+      process.kill(-up.pid!, 'SIGINT');
+      await until(async () => (await api(base, token, 'POST', '/v1/jobs', { command: 'echo late' })).status === 503, 5000, 20);
+      const end = await api(base, token, 'GET', `/v1/jobs/${job.body.id}?wait=20`);
+      expect(end.body.state).toBe('succeeded');
+      expect(await exit).toBe(0);
+      expect(Date.now() - signalledAt).toBeLessThan(15_000);
+      expect((await lxcLs('/var/lib/lxc')).filter((n) => n.startsWith('corral-run-drainup-'))).toEqual([]);
+    } finally {
+      if (up.exitCode === null) process.kill(-up.pid!, 'SIGKILL');
     }
   });
 
