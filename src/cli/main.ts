@@ -43,8 +43,9 @@ Exit codes:
   1-123  run, fn invoke, logs -f: the job's own exit code; 1 also for an unexpected local error
   2      usage error: an unknown command or flag, a bad value or setting
   124    run, fn invoke, logs -f: the job timed out
-  125    the gateway could not be reached or refused (bad token, not found, over quota, ...),
-         or the job ended without an exit code (cancelled, lost)
+  125    the gateway could not be reached or refused (bad token, not found, over quota, 503
+         while it shuts down, ...), or the job ended with neither an exit code nor a signal
+         (e.g. cancelled before it ran)
   128+N  run, fn invoke, logs -f: a signal N ended the job
 
 Run "corral COMMAND --help" for a command's flags.`;
