@@ -332,6 +332,6 @@ describe('callbackUrl', () => {
     const [d] = g.s.callbacks.outbox.ofJob(job.id);
     // Refused before any connection: no status, and no try after this one.
     expect(d).toMatchObject({ state: 'failed', lastStatus: null });
-    expect(d!.lastError).toMatch(/127\.0\.0\.1, which is not a public address/);
+    expect(d!.lastError).toMatch(/^callback host 127\.0\.0\.1 is not a public address$/);
   });
 });
