@@ -121,7 +121,7 @@ describe('graceful shutdown', () => {
     const base = `http://127.0.0.1:${port}`;
     const args = ['up', '--data', data, '--port', String(port), '--warm', '1', '--name', 'drainup', '--kill-grace-ms', '300'];
     // Its own process group, as a shell gives a foreground job: a Ctrl-C reaches up and its agent alike.
-    const up = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, CORRAL_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const up = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, CORRAL_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let out = '';
     up.stdout.on('data', (d: Buffer) => (out += d.toString()));
     up.stderr.on('data', (d: Buffer) => (out += d.toString()));
@@ -140,6 +140,9 @@ describe('graceful shutdown', () => {
       expect(await exit).toBe(0);
       expect(Date.now() - signalledAt).toBeLessThan(15_000);
       expect((await lxcLs('/var/lib/lxc')).filter((n) => n.startsWith('corral-run-drainup-'))).toEqual([]);
+    } catch (err) {
+      console.error('UP OUTPUT:\n' + out);
+      throw err;
     } finally {
       if (up.exitCode === null) process.kill(-up.pid!, 'SIGKILL');
     }

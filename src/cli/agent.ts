@@ -22,12 +22,9 @@ export async function agentCommand(args: Args): Promise<void> {
     await agent.drain(config.drainMs);
     await agent.stop();
   };
-  if (!process.send) return stopOnSignals(drainThenStop);
-  // Started by `corral up`, which decides when its agent stops (with SIGTERM, after the gateway
-  // stopped taking work). A Ctrl-C reaches the whole process group: were it a first signal here,
-  // the parent's SIGTERM would be the second and cut the drain short.
-  process.on('SIGINT', () => {});
-  stopOnSignals(drainThenStop, ['SIGTERM']);
-  // The parent went away (killed, or a second Ctrl-C): nobody is left to report to, stop now.
-  process.once('disconnect', () => void agent.stop().then(() => process.exit(0)));
+  stopOnSignals(drainThenStop);
+  // Started by `corral up` (in a process group of its own, so a Ctrl-C reaches only the parent,
+  // which drains it with SIGTERM). The parent went away (killed, or a second Ctrl-C): nobody is
+  // left to report to, stop now.
+  if (process.send) process.once('disconnect', () => void agent.stop().then(() => process.exit(0)));
 }

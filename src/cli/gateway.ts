@@ -22,7 +22,7 @@ export function printFirstStart(g: Gateway): void {
 }
 
 /** Runs `stop` on the first signal and exits 0 when it is done (1 if it failed); a second signal exits 1 at once. */
-export function stopOnSignals(stop: () => Promise<void>, signals: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM']): void {
+export function stopOnSignals(stop: () => Promise<void>): void {
   let stopping = false;
   const onSignal = () => {
     if (stopping) process.exit(1);
@@ -32,7 +32,8 @@ export function stopOnSignals(stop: () => Promise<void>, signals: readonly NodeJ
       () => process.exit(1),
     );
   };
-  for (const signal of signals) process.on(signal, onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
 }
 
 export async function gatewayCommand(args: Args): Promise<void> {

@@ -50,7 +50,10 @@ export async function upCommand(args: Args): Promise<void> {
     CORRAL_LOG_LEVEL: config.logLevel,
     CORRAL_DRAIN_MS: String(config.drainMs),
   };
-  const forkAgent = () => childOf(fork(process.argv[1]!, ['agent', '--name', name, ...agentFlags], { env: agentEnv, stdio: 'inherit' }));
+  // In a process group of its own (detached): a Ctrl-C in the terminal reaches this process only,
+  // which then drains the agent with SIGTERM. Were the agent in the terminal's group, the signal
+  // would also hit the host tools it runs (an lxc-start under way) and fail their attempts.
+  const forkAgent = () => childOf(fork(process.argv[1]!, ['agent', '--name', name, ...agentFlags], { env: agentEnv, stdio: 'inherit', detached: true }));
   const first = forkAgent();
   const connected = new Promise<void>((resolve) => {
     const check = () => (s.hub.agents().some((a) => a.id === name) ? resolve() : setTimeout(check, 20));
