@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mintToken } from '../src/auth/tokens.js';
 import type { JobView } from '../src/jobs/view.js';
 import { startCluster, type Cluster } from './helpers/cluster.js';
 import { runCli } from './helpers/process.js';
@@ -16,15 +15,7 @@ let token: string;
 beforeAll(async () => {
   cluster = await startCluster({ agents: ['fn1'] });
   await cluster.gateway.services.tenants.create('acme', {});
-  token = await mintToken({
-    secret: cluster.gateway.services.secret,
-    issuer: 'corral',
-    audience: 'corral',
-    ttlSeconds: 3600,
-    sub: 'acme-test',
-    tenant: 'acme',
-    scopes: ['jobs:read', 'jobs:write', 'functions:read', 'functions:write'],
-  });
+  token = await cluster.token({ sub: 'acme-test', tenant: 'acme', scopes: ['jobs:read', 'jobs:write', 'functions:read', 'functions:write'] });
 });
 afterAll(async () => {
   await cluster?.stop();

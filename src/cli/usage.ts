@@ -1,5 +1,6 @@
 import { type Args, UsageError, onlyFlags, str } from './args.js';
 import { api, failed } from './fn.js';
+import type { Budget, DayUsage, UsageNow, UsageReport } from '../usage/service.js';
 
 export const USAGE_HELP = `corral usage [--json] [--days N] [--tenant ID|all]
 
@@ -12,32 +13,10 @@ Common flags: --url http://127.0.0.1:8080, --token T (or CORRAL_TOKEN, or $CORRA
 
 const COMMON = ['url', 'token', 'data'];
 
-interface Day {
-  day: string;
-  jobs: number;
-  attempts: number;
-  cpuSeconds: number;
-  wallSeconds: number;
-  gbSeconds: number;
-  peakMemoryBytes: number;
-  failures: Record<string, number>;
-}
-interface Budget {
-  cpuSecondsPerDay: number | null;
-  usedToday: number;
-  leftToday: number | null;
-}
-interface Now {
-  queued: number;
-  running: number;
-  oldestQueuedAgeSeconds: number;
-}
-interface Usage {
-  tenant: string;
-  now: Now;
-  days: Day[];
-  budget: Budget;
-}
+/** The shapes GET /v1/usage and /v1/usage/all answer, as the gateway defines them. */
+type Day = DayUsage;
+type Now = UsageNow;
+type Usage = Omit<UsageReport, 'quota'>;
 interface AllUsage {
   day: string;
   tenants: Array<{ tenant: string; now: Now; today: Day; last30Days: Day; budget: Budget }>;
