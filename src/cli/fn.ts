@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { type Args, UsageError, onlyFlags, str } from './args.js';
 import { exitCodeOf } from './run.js';
 import { clean, clip, fields, table } from './table.js';
+import type { JobView } from '../jobs/view.js';
 
 export const FN_HELP = `corral fn deploy NAME [--image I] [--timeout S] [--retries N] [--cpu C | --cpuset 0-1] [--memory 256M]
                      [--env K=V]... [--max-concurrent N] [--content-type T] [--description D]
@@ -41,13 +42,8 @@ interface FunctionView {
   [k: string]: unknown;
 }
 
-interface Job {
-  id: string;
-  state: string;
-  exitCode: number | null;
-  signal: string | null;
-  reason: string | null;
-}
+/** What the CLI reads of a job (the gateway's JobView). */
+type Job = Pick<JobView, 'id' | 'state' | 'exitCode' | 'signal' | 'reason'>;
 
 export function api(args: Args, env: NodeJS.ProcessEnv): Api {
   const url = (str(args.flags, 'url') ?? env.CORRAL_URL ?? `http://127.0.0.1:${env.CORRAL_PORT ?? 8080}`).replace(/\/+$/, '');

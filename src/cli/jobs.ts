@@ -14,32 +14,9 @@ Common flags: --url http://127.0.0.1:8080, --token T (or CORRAL_TOKEN, or $CORRA
 const COMMON = ['url', 'token', 'data'];
 const STATES = ['queued', 'running', 'succeeded', 'failed', 'timed_out', 'cancelled'];
 
-interface Attempt {
-  n: number;
-  agent: string | null;
-  container: string | null;
-  startedAt: string | null;
-  endedAt: string | null;
-  exitCode: number | null;
-  signal?: string | null;
-  reason: string | null;
-  cpuSeconds: number | null;
-  peakMemoryBytes: number | null;
-}
-
-export interface JobView {
-  id: string;
-  name: string | null;
-  state: string;
-  exitCode: number | null;
-  signal: string | null;
-  reason: string | null;
-  function: string | null;
-  command: string | string[];
-  createdAt: string;
-  attempts: Attempt[];
-  [k: string]: unknown;
-}
+/** The job as the gateway answers it (a type only: nothing of the gateway loads with the CLI). */
+export type { JobView } from '../jobs/view.js';
+import type { JobView } from '../jobs/view.js';
 
 export const jobPath = (idOrName: string) => `/v1/jobs/${encodeURIComponent(idOrName)}`;
 

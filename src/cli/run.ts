@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Args, UsageError, onlyFlags, str } from './args.js';
 import { followOutput } from './sse.js';
+import type { JobView } from '../jobs/view.js';
 
 export const RUN_HELP = `corral run [--image I] [--timeout S] [--retries N] [--cpu C | --cpuset 0-1] [--memory 256M]
            [--name N] [--fresh] [--env K=V,...] [--url http://127.0.0.1:8080] [--token T] -- CMD...
@@ -11,13 +12,8 @@ out, 128+N if a signal ended it, 125 if corral could not run it). One argument a
 shell line run by /bin/sh -c inside the container; several are an argv run directly.
 The token comes from --token, CORRAL_TOKEN, or $CORRAL_DATA/default.token (written by corral up).`;
 
-interface Job {
-  id: string;
-  state: string;
-  exitCode: number | null;
-  signal: string | null;
-  reason: string | null;
-}
+/** What the CLI reads of a job (the gateway's JobView). */
+type Job = Pick<JobView, 'id' | 'state' | 'exitCode' | 'signal' | 'reason'>;
 
 const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGABRT: 6, SIGKILL: 9, SIGSEGV: 11, SIGPIPE: 13, SIGTERM: 15 };
 

@@ -41,17 +41,8 @@ export interface UsageReport {
   budget: Budget;
 }
 
-interface DayRow {
-  tenant: string;
-  day: string;
-  jobs: number;
-  attempts: number;
-  cpuSeconds: number;
-  wallSeconds: number;
-  gbSeconds: number;
-  peakMemoryBytes: number;
-  failures: string;
-}
+/** A usage_daily row as read: failures still JSON text. */
+type DayRow = Omit<DayUsage, 'failures'> & { tenant: string; failures: string };
 
 const round = (n: number, places = 3) => Math.round(n * 10 ** places) / 10 ** places;
 
