@@ -1,4 +1,4 @@
-import { sqliteTable, text, integer, primaryKey } from 'drizzle-orm/sqlite-core';
+import { sqliteTable, text, integer, primaryKey, index } from 'drizzle-orm/sqlite-core';
 
 /** `Idempotency-Key` records, scoped per tenant; `jobId` is null while the first request is in flight. */
 export const idempotencyKeys = sqliteTable(
@@ -10,5 +10,6 @@ export const idempotencyKeys = sqliteTable(
     jobId: text('job_id'),
     createdAt: integer('created_at').notNull(),
   },
-  (t) => [primaryKey({ columns: [t.tenant, t.key] })],
+  // idempotency_keys_created: retention expires old keys by this index.
+  (t) => [primaryKey({ columns: [t.tenant, t.key] }), index('idempotency_keys_created').on(t.createdAt)],
 );

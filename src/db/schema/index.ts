@@ -7,4 +7,4 @@ export { functions } from './functions.js';
 export { triggers, triggerDeliveries } from './triggers.js';
 export { callbackDeliveries, callbackTries } from './callbacks.js';
 export { tenantSecrets } from './tenant-secrets.js';
-export { usageDaily } from './usage.js';
+export { usageDaily, usageHourly } from './usage.js';

@@ -60,5 +60,7 @@ export const jobs = sqliteTable(
     index('jobs_running').on(t.tenant, t.leaseExpiresAt).where(sql`state = 'running'`),
     // Listing a function's jobs, newest first.
     index('jobs_tenant_function').on(t.tenant, t.function, t.id).where(sql`function IS NOT NULL`),
+    // Retention: a tenant's finished jobs, oldest end first, swept in small batches.
+    index('jobs_tenant_ended').on(t.tenant, t.endedAt).where(sql`state NOT IN ('queued', 'running')`),
   ],
 );

@@ -23,3 +23,20 @@ export const usageDaily = sqliteTable(
   // usage_daily_day: the admin's all-tenant view reads by day.
   (t) => [primaryKey({ columns: [t.tenant, t.day] }), index('usage_daily_day').on(t.day)],
 );
+
+/**
+ * Per-tenant, per-UTC-hour counts of jobs that took a final state (the console's jobs-per-hour
+ * chart), maintained by the usage meter in the same transaction as each job's end. `hour` is
+ * 'YYYY-MM-DDTHH'. `failures` counts the jobs of that hour that did not succeed.
+ */
+export const usageHourly = sqliteTable(
+  'usage_hourly',
+  {
+    tenant: text('tenant').notNull(),
+    hour: text('hour').notNull(),
+    jobs: integer('jobs').notNull().default(0),
+    failures: integer('failures').notNull().default(0),
+  },
+  // usage_hourly_hour: retention prunes old hours by this index.
+  (t) => [primaryKey({ columns: [t.tenant, t.hour] }), index('usage_hourly_hour').on(t.hour)],
+);
