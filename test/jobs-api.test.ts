@@ -1,5 +1,8 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createApp } from '../src/http/app.js';
+import { prefixBound } from '../src/jobs/service.js';
 import { problemOf, testGateway, type TestGateway } from './fixtures.js';
+import { startCluster, type Cluster } from './helpers/cluster.js';
 
 let g: TestGateway;
 let acme: string;
@@ -189,6 +192,135 @@ describe('GET /v1/jobs', () => {
     const list = await (await g.req('GET', '/v1/jobs', { token: acme })).json();
     expect(list.jobs).toEqual([]);
   });
+
+  it('searches by name prefix on the name index: exact characters (no wildcards), any Unicode, with paging and the other filters', async () => {
+    const names = ['ab%c', 'abc', 'ab_x', 'ab', 'отчёт-1', 'отчёт-2', 'отчёя', '😀a', '😀b', '😁', 'z\u{10FFFF}', 'z\u{10FFFF}y', '{'];
+    const ids = new Map<string, string>();
+    for (const name of names) ids.set(name, (await (await submit({ command: 'true', name })).json()).id);
+    const search = async (query: string) => {
+      const res = await g.req('GET', `/v1/jobs?${query}`, { token: acme });
+      expect(res.status, query).toBe(200);
+      return (await res.json()) as { jobs: Array<{ name: string }>; nextCursor: string | null };
+    };
+    const found = async (prefix: string) => (await search(`namePrefix=${encodeURIComponent(prefix)}`)).jobs.map((j) => j.name);
+    // `%` and `_` are the name's own characters, not LIKE wildcards.
+    expect(await found('ab%')).toEqual(['ab%c']);
+    expect(await found('ab_')).toEqual(['ab_x']);
+    expect(await found('ab')).toEqual(['ab', 'ab_x', 'abc', 'ab%c']);
+    expect(await found('отчёт-')).toEqual(['отчёт-2', 'отчёт-1']);
+    expect(await found('отчё')).toEqual(['отчёя', 'отчёт-2', 'отчёт-1']);
+    expect(await found('😀')).toEqual(['😀b', '😀a']);
+    // The highest code point has nothing above it: the range still ends before the next prefix.
+    expect(await found('z\u{10FFFF}')).toEqual(['z\u{10FFFF}y', 'z\u{10FFFF}']);
+    expect(await found('AB')).toEqual([]);
+
+    // Paging through a prefix, newest first, one job a page.
+    const seen: string[] = [];
+    let cursor: string | null = '';
+    while (cursor !== null) {
+      const page = await search(`namePrefix=${encodeURIComponent('отч')}&limit=1${cursor ? `&cursor=${cursor}` : ''}`);
+      seen.push(...page.jobs.map((j) => j.name));
+      cursor = page.nextCursor;
+    }
+    expect(seen).toEqual(['отчёя', 'отчёт-2', 'отчёт-1']);
+
+    g.s.machine.cancel(ids.get('отчёт-1')!);
+    expect((await search(`namePrefix=${encodeURIComponent('отчёт')}&state=cancelled`)).jobs.map((j) => j.name)).toEqual(['отчёт-1']);
+    const other = await g.tenant('other');
+    await submit({ command: 'true', name: 'abz' }, other);
+    expect(await found('ab')).not.toContain('abz');
+    expect((await g.req('GET', '/v1/jobs?namePrefix=', { token: acme })).status).toBe(400);
+  });
+
+  it('bounds a prefix range by the next code point, skipping surrogates and carrying past U+10FFFF', () => {
+    expect(prefixBound('ab')).toBe('ac');
+    expect(prefixBound('\u{D7FF}')).toBe('\u{E000}');
+    expect(prefixBound('😀')).toBe('😁');
+    expect(prefixBound('a\u{10FFFF}\u{10FFFF}')).toBe('b');
+    expect(prefixBound('\u{10FFFF}')).toBeUndefined();
+  });
+});
+
+describe('POST /v1/jobs/:id/rerun', () => {
+  const stdinOf = (id: string) => g.s.store.sqlite.prepare('SELECT stdin FROM jobs WHERE id = ?').pluck().get(id) as Buffer | null;
+
+  it('queues the same request again as a new job, with its stdin and without its name', async () => {
+    const body = { command: ['/bin/sh', '-c', 'cat'], timeout: 7, retries: 1, memory: '64M', env: { A: 'b' }, stdin: 'héllo stdin\n', name: 'orig', fresh: true };
+    const first = await (await submit(body)).json();
+    expect(first.stdinBytes).toBe(Buffer.byteLength(body.stdin));
+    const res = await g.req('POST', '/v1/jobs/orig/rerun', { token: acme });
+    expect(res.status).toBe(202);
+    const again = await res.json();
+    expect(again.id).not.toBe(first.id);
+    expect(again).toMatchObject({ name: null, state: 'queued', command: body.command, timeout: 7, retries: 1, memory: 64 * 1024 ** 2, env: { A: 'b' }, fresh: true, stdinBytes: first.stdinBytes });
+    expect(stdinOf(again.id)!.toString()).toBe(body.stdin);
+    expect((await (await g.req('GET', `/v1/jobs/${again.id}`, { token: acme })).json()).stdinBytes).toBe(first.stdinBytes);
+
+    const named = await g.req('POST', `/v1/jobs/${first.id}/rerun`, { token: acme, body: { name: 'second try' } });
+    expect(named.status).toBe(202);
+    expect((await named.json()).name).toBe('second try');
+    const dup = await g.req('POST', `/v1/jobs/${first.id}/rerun`, { token: acme, body: { name: 'second try' } });
+    expect(dup.status).toBe(409);
+    expect((await problemOf(dup)).fields).toEqual(['name']);
+    const bad = await g.req('POST', `/v1/jobs/${first.id}/rerun`, { token: acme, body: { command: 'rm -rf /' } });
+    expect(bad.status).toBe(400);
+  });
+
+  it('is a new submit to the quotas: rate, queue depth and per-job limits as they are now; Idempotency-Key gives the same job back', async () => {
+    const t = await g.tenant('metered', { ratePerMinute: 2 });
+    const job = await (await submit({ command: 'true', memory: '128M' }, t)).json();
+    const key = { 'idempotency-key': 'rerun-1' };
+    const a = await g.req('POST', `/v1/jobs/${job.id}/rerun`, { token: t, headers: key });
+    const b = await g.req('POST', `/v1/jobs/${job.id}/rerun`, { token: t, headers: key });
+    expect([a.status, b.status]).toEqual([202, 202]);
+    expect((await b.json()).id).toBe((await a.json()).id);
+    const limited = await g.req('POST', `/v1/jobs/${job.id}/rerun`, { token: t });
+    expect(limited.status).toBe(429);
+    expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+
+    const shrunk = await g.tenant('shrunk');
+    const big = await (await submit({ command: 'true', memory: '128M' }, shrunk)).json();
+    expect((await g.req('PATCH', '/v1/tenants/shrunk', { token: g.admin, body: { quota: { maxMemoryBytes: 64 * 1024 ** 2 } } })).status).toBe(200);
+    const over = await g.req('POST', `/v1/jobs/${big.id}/rerun`, { token: shrunk });
+    expect(over.status).toBe(422);
+    expect((await problemOf(over)).fields).toEqual(['memory']);
+  });
+
+  it('is refused with 503 while the gateway shuts down, like a submit', async () => {
+    const job = await (await submit({ command: 'true' })).json();
+    const draining = createApp(g.s, { draining: () => true });
+    const res = await draining.request(`/v1/jobs/${job.id}/rerun`, { method: 'POST', headers: { authorization: `Bearer ${acme}` } });
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBeTruthy();
+    expect(g.s.store.sqlite.prepare('SELECT count(*) FROM jobs').pluck().get()).toBe(1);
+  });
+
+  it('answers 404 for another tenant’s job, by id and by name', async () => {
+    const other = await g.tenant('other');
+    const job = await (await submit({ command: 'true', name: 'theirs', stdin: 'secret' }, other)).json();
+    for (const ref of [job.id, 'theirs']) expect((await g.req('POST', `/v1/jobs/${ref}/rerun`, { token: acme })).status).toBe(404);
+    expect(g.s.store.sqlite.prepare('SELECT count(*) FROM jobs').pluck().get()).toBe(1);
+  });
+});
+
+describe('POST /v1/jobs/:id/rerun on a real agent', () => {
+  let cluster: Cluster;
+  beforeAll(async () => {
+    cluster = await startCluster({ agents: ['jobsapi-rerun'] });
+  });
+  afterAll(async () => cluster?.stop());
+
+  it('runs the job again with the same stdin: the re-run job’s output echoes it', async () => {
+    const client = await cluster.tenant('rerun');
+    const stdin = 'line one\nline twö ✓\n';
+    const { job } = await client.submit({ command: 'cat; echo done', stdin }, 30);
+    expect(job.state).toBe('succeeded');
+    const res = await client.request('POST', `/v1/jobs/${job.id}/rerun?wait=30`);
+    expect(res.status).toBe(200);
+    const again = (await res.json()) as { id: string; state: string };
+    expect(again.state).toBe('succeeded');
+    expect(await client.output(again.id, 'stdout')).toBe(`${stdin}done\n`);
+  });
 });
 
 describe('output, cancel and delete', () => {
@@ -246,6 +378,7 @@ describe('output, cancel and delete', () => {
       ['GET', '/v1/jobs/secret'],
       ['GET', `/v1/jobs/${job.id}/output`],
       ['POST', `/v1/jobs/${job.id}/cancel`],
+      ['POST', `/v1/jobs/${job.id}/rerun`],
       ['DELETE', `/v1/jobs/${job.id}`],
     ] as const) {
       const res = await g.req(m, p, { token: acme });

@@ -2,8 +2,8 @@ import type { MiddlewareHandler } from 'hono';
 import type { AppEnv } from './env.js';
 import { ApiError } from './errors.js';
 
-/** Requests that make new work: a submit, a function's invoke, a trigger's fire. */
-const NEW_WORK = /^\/(?:v1\/jobs|v1\/functions\/[^/]+\/invoke|hooks\/[^/]+)\/?$/;
+/** Requests that make new work: a submit, a job's re-run, a function's invoke, a trigger's fire. */
+const NEW_WORK = /^\/(?:v1\/jobs(?:\/[^/]+\/rerun)?|v1\/functions\/[^/]+\/invoke|hooks\/[^/]+)\/?$/;
 
 /**
  * While the gateway shuts down, answers new work with 503 and Retry-After (a client retries on

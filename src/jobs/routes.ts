@@ -4,7 +4,7 @@ import { requireScope } from '../auth/middleware.js';
 import { router, problems, bearer } from '../http/router.js';
 import { JOB_STATES, FINAL_STATES } from '../queue/states.js';
 import type { Services } from '../services.js';
-import { JobRequestSchema, MAX_NAME_LENGTH } from './spec.js';
+import { JobNameSchema, JobRequestSchema, MAX_NAME_LENGTH } from './spec.js';
 import { JobViewSchema, type JobView } from './view.js';
 import { followOutput } from './follow.js';
 
@@ -27,6 +27,12 @@ const IdempotencyHeader = z.object({
     .regex(/^[\x21-\x7e]+$/, 'Idempotency-Key must be printable ASCII without spaces')
     .optional(),
 });
+
+/** The body of a re-run: all optional; the job's name is not copied (names are unique). */
+const RerunRequestSchema = z
+  .object({ name: JobNameSchema.optional().openapi({ description: "The new job's name; none when left out" }) })
+  .strict()
+  .openapi('RerunRequest');
 
 const jobResponse = (description: string) => ({ description, content: { 'application/json': { schema: JobViewSchema } } });
 
@@ -88,6 +94,12 @@ export function jobRoutes(s: Services) {
         query: z.object({
           state: z.enum(JOB_STATES).optional(),
           name: z.string().min(1).max(MAX_NAME_LENGTH).optional(),
+          namePrefix: z
+            .string()
+            .min(1)
+            .max(MAX_NAME_LENGTH)
+            .optional()
+            .openapi({ description: 'Only jobs whose name starts with this, exactly (case-sensitive; `%`, `_` and `*` are plain characters)', example: 'nightly-' }),
           function: z.string().min(1).max(MAX_NAME_LENGTH).optional().openapi({ description: 'Only jobs invoked from this function' }),
           limit: z.coerce.number().int().min(1).max(200).default(50),
           cursor: z.string().regex(/^job_[0-9A-Z]{26}$/, 'cursor must be a value returned as nextCursor').optional(),
@@ -108,6 +120,7 @@ export function jobRoutes(s: Services) {
           limit: q.limit,
           ...(q.state && { state: q.state }),
           ...(q.name !== undefined && { name: q.name }),
+          ...(q.namePrefix !== undefined && { namePrefix: q.namePrefix }),
           ...(q.function !== undefined && { function: q.function }),
           ...(q.cursor && { cursor: q.cursor }),
         }),
@@ -132,6 +145,39 @@ export function jobRoutes(s: Services) {
       const tenant = c.get('principal').tenant!;
       const job = s.jobs.getByIdOrName(tenant, c.req.valid('param').id);
       return c.json(await waitFor(tenant, job, c.req.valid('query').wait ?? 0, () => c.req.raw.signal), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/v1/jobs/{id}/rerun',
+      operationId: 'rerunJob',
+      tags: ['jobs'],
+      summary: 'Run a job again as a new job: the same request, stdin included, admitted like a new submit',
+      security: bearer,
+      middleware: [write] as const,
+      request: {
+        params: IdParam,
+        query: WaitQuery,
+        headers: IdempotencyHeader,
+        body: { content: { 'application/json': { schema: RerunRequestSchema } }, required: false },
+      },
+      responses: {
+        200: jobResponse('The new job ended within the wait'),
+        202: jobResponse('The new job is queued (on disk) or still running'),
+        ...problems(400, 401, 403, 404, 409, 413, 415, 422, 429),
+      },
+    }),
+    async (c) => {
+      const tenant = c.get('principal').tenant!;
+      const key = c.req.valid('header')['idempotency-key'];
+      const wait = c.req.valid('query').wait ?? 0;
+      const { job } = await s.jobs.rerun(tenant, c.req.valid('param').id, c.req.valid('json'), {
+        ...(key !== undefined && { idempotencyKey: key }),
+        hold: (j) => waitFor(tenant, j, wait, () => c.req.raw.signal),
+      });
+      return c.json(job, FINAL_STATES.has(job.state) && wait > 0 ? 200 : 202);
     },
   );
 

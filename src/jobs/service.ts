@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { and, asc, desc, eq, getTableColumns, lt, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, getTableColumns, gte, lt, sql } from 'drizzle-orm';
 import type { Store } from '../db/open.js';
 import { attempts, idempotencyKeys, jobs } from '../db/schema/index.js';
 import { Conflict, NotFound, Unprocessable } from '../errors/domain.js';
@@ -12,8 +12,12 @@ import type { Admission } from './admission.js';
 import { JOB_ID, toSpec, type JobRequest, type JobSpec } from './spec.js';
 import { toJobView, type JobRow, type JobView } from './view.js';
 
-/** Every column a view needs: all but the stdin bytes, which only a dispatch reads. */
-const { stdin: _stdin, ...VIEW_COLUMNS } = getTableColumns(jobs);
+/**
+ * Every column a view needs: all but the stdin bytes, which only a dispatch (or a re-run) reads;
+ * a view shows their size. SQLite answers length() of a blob from the record header.
+ */
+const { stdin: _stdin, ...TABLE_COLUMNS } = getTableColumns(jobs);
+const VIEW_COLUMNS = { ...TABLE_COLUMNS, stdinBytes: sql<number>`coalesce(length(${jobs.stdin}), 0)` };
 
 export interface SubmitOptions {
   idempotencyKey?: string;
@@ -37,10 +41,28 @@ export interface NewJobRequest {
 export interface ListQuery {
   state?: JobState;
   name?: string;
+  /** Only jobs whose name starts with this (exactly: no wildcards, case and Unicode as given). */
+  namePrefix?: string;
   /** Only jobs invoked from this function (by its name). */
   function?: string;
   limit: number;
   cursor?: string;
+}
+
+/**
+ * The least string above every string that starts with `prefix`, in SQLite's BINARY order
+ * (UTF-8 bytes, which is code point order), or undefined when there is none. `name >= prefix
+ * AND name < bound` is then exactly "starts with", a range on the (tenant, name) index: no LIKE,
+ * so `%` and `_` in a name are plain characters. The last code point goes up by one, skipping
+ * the surrogates (they have no UTF-8 form); U+10FFFF carries into the one before.
+ */
+export function prefixBound(prefix: string): string | undefined {
+  const cps = [...prefix].map((ch) => ch.codePointAt(0)!);
+  while (cps.length > 0) {
+    const last = cps.pop()!;
+    if (last < 0x10ffff) return String.fromCodePoint(...cps, last + 1 === 0xd800 ? 0xe000 : last + 1);
+  }
+  return undefined;
 }
 
 /** Idempotency records outlive any sensible client retry. */
@@ -77,6 +99,7 @@ export class JobService {
       byId: db.select(VIEW_COLUMNS).from(jobs).where(and(eq(jobs.id, p('id')), eq(jobs.tenant, p('tenant')))).prepare(),
       byName: db.select(VIEW_COLUMNS).from(jobs).where(and(eq(jobs.tenant, p('tenant')), eq(jobs.name, p('name')))).prepare(),
       attempts: db.select().from(attempts).where(eq(attempts.jobId, p('id'))).orderBy(asc(attempts.n)).prepare(),
+      stdin: store.sqlite.prepare(`SELECT stdin FROM jobs WHERE id = ? AND tenant = ?`).pluck(),
       // Read at every job's end: a raw statement, no row mapping or spec parsing.
       callbackUrl: store.sqlite.prepare(`SELECT CASE WHEN memory IS NULL THEN json_extract(spec, '$.callbackUrl') ELSE callback_url END AS url FROM jobs WHERE id = ? AND tenant = ?`),
       // The scheduler takes a tenant's queued jobs in (run_after, id) order: those before this one, on the jobs_claimable index.
@@ -155,13 +178,35 @@ export class JobService {
       );
       // The view of what was just written, without reading it back.
       const job = toJobView(
-        { id, name: req.name ?? null, tenant, function: fn?.name ?? null, functionVersion: fn?.version ?? null, state: 'queued', spec, exitCode: null, signal: null, reason: null, detail: null, createdAt: now, startedAt: null, endedAt: null, outputBytes: 0, outputTruncated: false },
+        { id, name: req.name ?? null, tenant, function: fn?.name ?? null, functionVersion: fn?.version ?? null, state: 'queued', spec, stdinBytes: stdin?.length ?? 0, exitCode: null, signal: null, reason: null, detail: null, createdAt: now, startedAt: null, endedAt: null, outputBytes: 0, outputTruncated: false },
         [],
       );
       return { job: o.hold ? await o.hold(job) : job, created: true };
     } finally {
       if (flightKey !== undefined) this.inFlight.delete(flightKey);
     }
+  }
+
+  /**
+   * Queues job `idOrName` again: its spec and stdin as stored (job views do not carry stdin, so a
+   * client could not resend it), under `name` if given (names are unique, so never the old one).
+   * Admitted exactly like a new submit — quotas as they are now, rate, idempotency — with the
+   * output cap of today's quota. A function's job stays that function's (its concurrency cap).
+   */
+  rerun(tenant: string, idOrName: string, req: { name?: string }, o: SubmitOptions = {}): Promise<{ job: JobView; created: boolean }> {
+    const row = this.rowByIdOrName(tenant, idOrName);
+    const stdin = this.q.stdin.get(row.id, tenant) as Buffer | null;
+    const { maxOutputBytes: _cap, ...spec } = row.spec;
+    return this.submitJob(
+      tenant,
+      {
+        ...(req.name !== undefined && { name: req.name }),
+        ...(row.function !== null && { function: { name: row.function, version: row.functionVersion! } }),
+        spec: (quota) => ({ ...spec, maxOutputBytes: quota.maxOutputBytes, ...(stdin !== null && { stdinBase64: stdin.toString('base64') }) }),
+        fingerprint: { rerun: row.id, name: req.name ?? null },
+      },
+      o,
+    );
   }
 
   private findIdempotent(tenant: string, key: string) {
@@ -228,12 +273,26 @@ export class JobService {
       eq(jobs.tenant, tenant),
       q.state ? eq(jobs.state, q.state) : undefined,
       q.name !== undefined ? eq(jobs.name, q.name) : undefined,
+      ...this.prefixRange(q.namePrefix),
       q.function !== undefined ? eq(jobs.function, q.function) : undefined,
-      q.cursor ? lt(jobs.id, q.cursor) : undefined,
+      // With a prefix the (tenant, name) range is the way in; `+id` keeps the cursor from
+      // steering SQLite to the (tenant, id) index, which walks every older job of the tenant.
+      q.cursor ? (q.namePrefix !== undefined ? sql`+${jobs.id} < ${q.cursor}` : lt(jobs.id, q.cursor)) : undefined,
     );
     const rows = this.store.db.select(VIEW_COLUMNS).from(jobs).where(where).orderBy(desc(jobs.id)).limit(q.limit + 1).all();
     const page = rows.slice(0, q.limit);
     return { jobs: page.map((r) => this.view(r)), nextCursor: rows.length > q.limit ? page[page.length - 1]!.id : null };
+  }
+
+  /**
+   * "name starts with `prefix`" as a bounded range on the jobs_tenant_name index. Each page then
+   * reads the tenant's jobs in that range and sorts them newest first: its cost grows with how
+   * many names share the prefix, not with how many jobs the tenant has.
+   */
+  private prefixRange(prefix: string | undefined) {
+    if (prefix === undefined) return [];
+    const bound = prefixBound(prefix);
+    return [gte(jobs.name, prefix), bound === undefined ? undefined : lt(jobs.name, bound)];
   }
 
   /** Cancels a job; resolves once the cancel is on disk. */

@@ -42,6 +42,7 @@ export const JobViewSchema = z
     memory: z.number().int().optional(),
     env: z.record(z.string(), z.string()),
     stdin: z.string().optional(),
+    stdinBytes: z.number().int().openapi({ description: 'Size of the stdin the job was given (kept for a re-run; the bytes are not shown)' }),
     fresh: z.boolean(),
     network: z.boolean(),
     callbackUrl: z.string().optional(),
@@ -66,6 +67,8 @@ export interface JobRow {
   functionVersion: number | null;
   state: string;
   spec: JobSpec;
+  /** Bytes in the job's stdin column. */
+  stdinBytes: number;
   exitCode: number | null;
   signal: string | null;
   reason: string | null;
@@ -95,7 +98,7 @@ export interface AttemptRow {
  * would make every job listing carry it.
  */
 export function toJobView(row: JobRow, attempts: AttemptRow[]): JobView {
-  const { maxOutputBytes: _cap, stdinBase64: _stdin, ...request } = row.spec;
+  const { maxOutputBytes: _cap, stdinBase64, ...request } = row.spec;
   return {
     id: row.id,
     name: row.name,
@@ -108,6 +111,8 @@ export function toJobView(row: JobRow, attempts: AttemptRow[]): JobView {
     reason: row.reason as JobView['reason'],
     detail: row.detail,
     ...request,
+    // Rows from before stdin had its own column carry it in the spec.
+    stdinBytes: row.stdinBytes || (stdinBase64 !== undefined ? Buffer.from(stdinBase64, 'base64').length : request.stdin !== undefined ? Buffer.byteLength(request.stdin) : 0),
     attempts: attempts.map((a) => ({
       n: a.n,
       agent: a.agent,
