@@ -8,3 +8,4 @@ export { triggers, triggerDeliveries } from './triggers.js';
 export { callbackDeliveries, callbackTries } from './callbacks.js';
 export { tenantSecrets } from './tenant-secrets.js';
 export { usageDaily, usageHourly } from './usage.js';
+export { jobCounts } from './job-counts.js';
