@@ -1,0 +1,46 @@
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { removeStaleNetns } from './netns.js';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const quiet = (cmd: string, args: string[]) => {
+  try {
+    execFileSync(cmd, args, { stdio: 'ignore', timeout: 30_000 });
+  } catch {
+    /* already gone */
+  }
+};
+
+/**
+ * What an earlier run whose harness died (kill -9, a crash, a CI timeout) left behind: its
+ * agents' containers, its data mount, its namespaces and veth pairs. Runs still alive are left
+ * alone: their pid is in every name.
+ */
+export function removeStale(lxcPath = '/var/lib/lxc'): string[] {
+  const removed = removeStaleNetns();
+  for (const name of readdirSync(lxcPath)) {
+    const m = /^corral-run-flt(\d+)a\d+-/.exec(name);
+    if (!m || alive(Number(m[1]))) continue;
+    quiet('lxc-stop', ['-P', lxcPath, '-n', name, '-k']);
+    quiet('umount', ['-l', join(lxcPath, name, 'overlay')]);
+    rmSync(join(lxcPath, name), { recursive: true, force: true });
+    removed.push(name);
+  }
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const point = line.split(' ')[4] ?? '';
+    const m = /\/corral-faults-(\d+)\//.exec(point + '/');
+    if (!m || alive(Number(m[1]))) continue;
+    quiet('umount', ['-l', point]);
+    removed.push(point);
+  }
+  return removed;
+}
