@@ -119,6 +119,47 @@ describe('usage metering', () => {
     expect(u.days[29]).toMatchObject({ jobs: 0, attempts: 0, cpuSeconds: 0 });
   });
 
+  it('counts each job once in the UTC hour it ended, and reports the last 48 hours newest first with zeros filled', async () => {
+    const HOUR = 3_600_000;
+    const top = Math.floor(Date.now() / HOUR) * HOUR; // the start of this UTC hour
+    const { g, clock } = await gateway(top - 50 * HOUR + 600_000);
+    const token = await g.tenant('acme');
+    const m = g.s.machine;
+
+    // Fifty hours ago: outside the report's window, but kept in the table.
+    expect(attempt(g, clock, enqueue(g, clock.now, { memory: 64 * MiB }), 1000, exit(0, 0.1, MiB))).toBe('succeeded');
+
+    clock.now = top - 10_000; // 23:59:50 of the previous hour, say
+    expect(attempt(g, clock, enqueue(g, clock.now, { memory: 64 * MiB }), 2000, exit(0, 0.1, MiB))).toBe('succeeded');
+    // A retried job counts once, in the hour of its last attempt's end; a failed attempt that
+    // goes back to the queue counts for nothing here.
+    const flaky = enqueue(g, clock.now, { memory: 64 * MiB, retries: 1 });
+    expect(attempt(g, clock, flaky, 3000, exit(1, 0.1, MiB))).toBe('queued');
+    expect(attempt(g, clock, flaky, 10_000, exit(2, 0.1, MiB))).toBe('failed');
+    expect(m.cancel(enqueue(g, clock.now, { memory: 64 * MiB }))).toBe('cancelled');
+    expect(clock.now).toBeGreaterThan(top);
+
+    const db = g.s.store.sqlite;
+    const fromJobs = db
+      .prepare(
+        `SELECT strftime('%Y-%m-%dT%H', ended_at / 1000, 'unixepoch') AS hour, count(*) AS jobs, sum(state <> 'succeeded') AS failures
+         FROM jobs WHERE tenant = 'acme' AND ended_at IS NOT NULL GROUP BY hour ORDER BY hour`,
+      )
+      .all();
+    expect(db.prepare(`SELECT hour, jobs, failures FROM usage_hourly WHERE tenant = 'acme' ORDER BY hour`).all()).toEqual(fromJobs);
+    expect(fromJobs).toHaveLength(3);
+
+    const u = await (await g.req('GET', '/v1/usage', { token })).json();
+    const hourOf = (ms: number) => new Date(ms).toISOString().slice(0, 13);
+    expect(u.hours).toHaveLength(48);
+    expect(u.hours.map((h: { hour: string }) => h.hour)).toEqual(Array.from({ length: 48 }, (_, i) => hourOf(top - i * HOUR)));
+    expect(u.hours[0]).toEqual({ hour: hourOf(top), jobs: 2, failures: 2 });
+    expect(u.hours[1]).toEqual({ hour: hourOf(top - HOUR), jobs: 1, failures: 0 });
+    expect(u.hours.slice(2).every((h: { jobs: number; failures: number }) => h.jobs === 0 && h.failures === 0)).toBe(true);
+    const byAdmin = await (await g.req('GET', '/v1/tenants/acme/usage', { token: g.admin })).json();
+    expect(byAdmin.hours).toEqual(u.hours);
+  });
+
   it('the budget counts a running attempt at its CPU limit × time run, and a job deleted while running is still charged', async () => {
     const { g, clock } = await gateway(Date.now() + 1000); // jobs submitted now are due on this clock
     const token = await g.tenant('acme', { cpuSecondsPerDay: 100 });

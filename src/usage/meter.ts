@@ -7,6 +7,9 @@ const GB = 1024 ** 3;
 /** The UTC day of `ms` as 'YYYY-MM-DD', the key of `usage_daily`. */
 export const utcDay = (ms: number): string => new Date(ms).toISOString().slice(0, 10);
 
+/** The UTC hour of `ms` as 'YYYY-MM-DDTHH', the key of `usage_hourly`. */
+export const utcHour = (ms: number): string => new Date(ms).toISOString().slice(0, 13);
+
 /** Milliseconds from `ms` to the next UTC midnight (when the daily budget starts again). */
 export const msToNextUtcDay = (ms: number): number => 86_400_000 - (ms % 86_400_000);
 
@@ -18,7 +21,7 @@ export function cpuLimitOf(cpu: number | null, cpuset: string | null): number {
 }
 
 /**
- * Rolls every attempt's end up into `usage_daily`, inside the transaction of the end itself
+ * Rolls every attempt's end up into `usage_daily` (and each job's end into `usage_hourly`), inside the transaction of the end itself
  * (the machine's hooks), so usage can never disagree with the attempts it counts: an end that
  * rolls back takes its usage with it.
  *
@@ -26,9 +29,9 @@ export function cpuLimitOf(cpu: number | null, cpuset: string | null): number {
  *   × wall seconds), the day's peak memory; the attempt's own `wall_seconds` is written too.
  * - per job, once, when it takes a final state (by an attempt's end, a cancel while queued, or
  *   the gateway ending it `rejected`/`unplaceable`): jobs, and failures by the job's reason
- *   when it did not succeed.
+ *   when it did not succeed; and in `usage_hourly` the hour's jobs and failures.
  *
- * Everything is charged to the UTC day of the end.
+ * Everything is charged to the UTC day (and hour) of the end.
  */
 export class UsageMeter {
   private readonly q;
@@ -61,6 +64,10 @@ export class UsageMeter {
            failures = CASE WHEN @reason IS NULL THEN failures
              ELSE json_set(failures, '$."' || @reason || '"', coalesce(json_extract(failures, '$."' || @reason || '"'), 0) + 1) END`,
       ),
+      addHour: db.prepare(
+        `INSERT INTO usage_hourly (tenant, hour, jobs, failures) VALUES (@tenant, @hour, 1, @failed)
+         ON CONFLICT (tenant, hour) DO UPDATE SET jobs = jobs + 1, failures = failures + excluded.failures`,
+      ),
     };
     machine.onAttemptEnd((e) => this.attemptEnded(e));
     machine.onJobEnd((e) => this.jobEnded(e));
@@ -92,5 +99,6 @@ export class UsageMeter {
   private jobEnded(e: JobEnd): void {
     const reason = e.state === 'succeeded' ? null : ((this.q.reason.get(e.jobId) as string | null | undefined) ?? e.state);
     this.q.addJob.run({ tenant: e.tenant, day: utcDay(e.now), reason });
+    this.q.addHour.run({ tenant: e.tenant, hour: utcHour(e.now), failed: reason === null ? 0 : 1 });
   }
 }

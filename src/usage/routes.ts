@@ -17,6 +17,14 @@ const DaySchema = z
   })
   .openapi('UsageDay');
 
+const HourSchema = z
+  .object({
+    hour: z.string().openapi({ example: '2026-11-29T17', description: "UTC hour, 'YYYY-MM-DDTHH'" }),
+    jobs: z.number().int().openapi({ description: 'Jobs that took a final state in that hour' }),
+    failures: z.number().int().openapi({ description: 'Of those, the jobs that did not succeed' }),
+  })
+  .openapi('UsageHour');
+
 const NowSchema = z
   .object({ queued: z.number().int(), running: z.number().int(), oldestQueuedAgeSeconds: z.number().int() })
   .openapi('UsageNow');
@@ -30,7 +38,14 @@ const BudgetSchema = z
   .openapi('Budget');
 
 const UsageSchema = z
-  .object({ tenant: z.string(), quota: QuotaPatchSchema.required(), now: NowSchema, days: z.array(DaySchema).openapi({ description: 'Last 30 days, today first' }), budget: BudgetSchema })
+  .object({
+    tenant: z.string(),
+    quota: QuotaPatchSchema.required(),
+    now: NowSchema,
+    days: z.array(DaySchema).openapi({ description: 'Last 30 days, today first' }),
+    hours: z.array(HourSchema).openapi({ description: 'Last 48 UTC hours, the current one first; hours without jobs are zeros' }),
+    budget: BudgetSchema,
+  })
   .openapi('Usage');
 
 const AllUsageSchema = z
@@ -54,7 +69,7 @@ export function usageRoutes(s: Services) {
       path: '/v1/usage',
       operationId: 'getUsage',
       tags: ['usage'],
-      summary: "The calling tenant's quota, what it has queued and running, its last 30 days and today's CPU budget",
+      summary: "The calling tenant's quota, what it has queued and running, its last 30 days and 48 hours, and today's CPU budget",
       security: bearer,
       middleware: [requireScope(['jobs:read', 'functions:read'], { tenant: true })] as const,
       responses: { 200: ok(UsageSchema, 'Usage'), ...problems(401, 403) },

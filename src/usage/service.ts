@@ -1,10 +1,12 @@
 import type Database from 'better-sqlite3';
 import type { Quota } from '../tenants/quota.js';
 import type { TenantService } from '../tenants/service.js';
-import { cpuLimitOf, utcDay } from './meter.js';
+import { cpuLimitOf, utcDay, utcHour } from './meter.js';
 
 /** Days of history a usage report shows, today included. */
 export const USAGE_DAYS = 30;
+/** Hours of history a usage report shows, the current UTC hour included. */
+export const USAGE_HOURS = 48;
 
 export interface DayUsage {
   day: string;
@@ -15,6 +17,13 @@ export interface DayUsage {
   gbSeconds: number;
   peakMemoryBytes: number;
   failures: Record<string, number>;
+}
+
+/** Jobs that took a final state in one UTC hour ('YYYY-MM-DDTHH'), and how many of them did not succeed. */
+export interface HourUsage {
+  hour: string;
+  jobs: number;
+  failures: number;
 }
 
 export interface UsageNow {
@@ -38,6 +47,8 @@ export interface UsageReport {
   now: UsageNow;
   /** Newest first: today, then each day before it, USAGE_DAYS in all (days without use are zeros). */
   days: DayUsage[];
+  /** Newest first: this hour, then each hour before it, USAGE_HOURS in all (zeros filled). */
+  hours: HourUsage[];
   budget: Budget;
 }
 
@@ -66,9 +77,14 @@ export function lastDays(now: number, n = USAGE_DAYS): string[] {
   return Array.from({ length: n }, (_, i) => utcDay(now - i * 86_400_000));
 }
 
+/** The USAGE_HOURS UTC hours ending with the current one, newest first. */
+export function lastHours(now: number, n = USAGE_HOURS): string[] {
+  return Array.from({ length: n }, (_, i) => utcHour(now - i * 3_600_000));
+}
+
 /**
  * Usage as tenants and admins read it. Every read is bounded by an index: `usage_daily` by its
- * primary key (tenant, day) or its day index; queued and running jobs through the partial
+ * primary key (tenant, day) or its day index, `usage_hourly` by its primary key (tenant, hour); queued and running jobs through the partial
  * indexes `jobs_claimable` and `jobs_running` (a tenant's queued rows are at most its maxQueued,
  * its running ones at most its maxConcurrent). Nothing here scans `jobs` or `attempts` whole.
  */
@@ -85,6 +101,7 @@ export class UsageService {
                   peak_memory_bytes AS peakMemoryBytes, failures`;
     this.q = {
       days: db.prepare(`SELECT ${cols} FROM usage_daily WHERE tenant = ? AND day >= ? ORDER BY day DESC`),
+      hours: db.prepare(`SELECT hour, jobs, failures FROM usage_hourly WHERE tenant = ? AND hour >= ?`),
       allDays: db.prepare(`SELECT ${cols} FROM usage_daily WHERE day >= ?`),
       cpuOn: db.prepare(`SELECT cpu_seconds FROM usage_daily WHERE tenant = ? AND day = ?`).pluck(),
       // Running rows are few (bounded by agent slots); attempt n = attempt_count is a primary-key lookup.
@@ -137,12 +154,21 @@ export class UsageService {
     };
   }
 
-  /** `tenant`'s report: quota, now, the last USAGE_DAYS days, today's budget. */
+  /** `tenant`'s report: quota, now, the last USAGE_DAYS days and USAGE_HOURS hours, today's budget. */
   report(tenant: string, now = this.clock()): UsageReport {
     const quota = this.tenants.quota(tenant);
     const days = lastDays(now);
     const rows = new Map((this.q.days.all(tenant, days[days.length - 1]) as DayRow[]).map((r) => [r.day, toDay(r)]));
-    return { tenant, quota, now: this.now(tenant, now), days: days.map((d) => rows.get(d) ?? emptyDay(d)), budget: this.budget(tenant, quota, now) };
+    const hours = lastHours(now);
+    const hourRows = new Map((this.q.hours.all(tenant, hours[hours.length - 1]) as HourUsage[]).map((r) => [r.hour, r]));
+    return {
+      tenant,
+      quota,
+      now: this.now(tenant, now),
+      days: days.map((d) => rows.get(d) ?? emptyDay(d)),
+      hours: hours.map((h) => hourRows.get(h) ?? { hour: h, jobs: 0, failures: 0 }),
+      budget: this.budget(tenant, quota, now),
+    };
   }
 
   /**
