@@ -85,6 +85,8 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ level
     killGraceMs: config.killGraceMs,
     jobUid: config.jobUid,
     rootImages: config.rootImages,
+    slots: config.slots,
+    images,
   });
 
   const handlers: { [T in GatewayMessage['type']]: (m: Extract<GatewayMessage, { type: T }>) => void } = {

@@ -1,12 +1,14 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import WebSocket from 'ws';
-import { AGENT_PATH, GatewayMessage, MAX_FRAME_BYTES, parseFrame, type AgentMessage } from '../src/protocol/messages.js';
+import { AGENT_PATH, CLOSE, GatewayMessage, MAX_FRAME_BYTES, parseFrame, type AgentMessage } from '../src/protocol/messages.js';
 
 export interface ConnectionEvents {
   message: [GatewayMessage];
   open: [];
   close: [];
+  /** The gateway refused this agent for good (its token, its name, its protocol): it dials no more. */
+  refused: [Error];
 }
 
 export interface ConnectionOptions {
@@ -26,7 +28,10 @@ const OUTBOX_LIMIT = 10_000;
 /**
  * The agent's link to the gateway: dials, says hello, validates every frame, and reconnects
  * with exponential backoff and full jitter. Results produced while the link is down are kept
- * and sent after the next hello.
+ * and sent after the next hello. A link it hears nothing on for a lease (the gateway pings every
+ * heartbeat) is dropped and dialled again. A refusal does not make it spin: a bad token, a name
+ * the token does not allow or another protocol version stop it (`refused`); a name still held by
+ * an old link waits the longest backoff.
  */
 export class Connection extends EventEmitter<ConnectionEvents> {
   private ws?: WebSocket;
@@ -34,6 +39,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private closed = false;
   private retry?: NodeJS.Timeout;
   private outbox: AgentMessage[] = [];
+  private liveness?: NodeJS.Timeout;
+  /** When anything last came in on the current link (a frame, a ping, a pong). */
+  private heardAt = 0;
 
   constructor(private readonly o: ConnectionOptions) {
     super();
@@ -51,8 +59,12 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     const url = this.o.gateway.replace(/\/+$/, '') + AGENT_PATH;
     const ws = new WebSocket(url, { headers: { authorization: `Bearer ${this.o.token}` }, maxPayload: MAX_FRAME_BYTES, handshakeTimeout: 10_000 });
     this.ws = ws;
+    const heard = () => (this.heardAt = Date.now());
+    ws.on('ping', heard);
+    ws.on('pong', heard);
     ws.on('open', () => {
       this.attempt = 0;
+      heard();
       ws.send(JSON.stringify(this.o.hello()));
       const pending = this.outbox;
       this.outbox = [];
@@ -61,24 +73,52 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       this.emit('open');
     });
     ws.on('message', (data) => {
+      heard();
       const parsed = parseFrame(GatewayMessage, data);
       if (!parsed.ok) return void this.o.log.warn({ error: parsed.error }, 'dropped malformed gateway frame');
+      if (parsed.msg.type === 'welcome') this.watch(ws, parsed.msg.heartbeatMs, parsed.msg.leaseMs ?? 3 * parsed.msg.heartbeatMs);
       this.emit('message', parsed.msg);
     });
     ws.on('unexpected-response', (_req, res) => {
-      this.o.log.error({ status: res.statusCode }, 'gateway refused the agent (check the agent token)');
+      const status = res.statusCode ?? 0;
+      if (status === 401 || status === 403) this.refuse(`the gateway refused the agent token (HTTP ${status}): mint one with corral token --scope agent --name NAME`);
+      else this.o.log.warn({ status }, 'gateway answered the upgrade with an error');
+      ws.terminate(); // closes the attempt: a refusal stops, anything else dials again
     });
     ws.on('error', (err) => this.o.log.warn({ err: err.message }, 'gateway connection error'));
     ws.on('close', (code, reason) => {
       if (this.ws !== ws) return;
+      clearInterval(this.liveness);
       this.emit('close');
+      if (code === CLOSE.protocol || code === CLOSE.nameRefused) this.refuse(`the gateway refused the agent: ${reason.toString() || code}`);
       if (this.closed) return;
       const base = this.o.minDelayMs ?? 250;
       const cap = this.o.maxDelayMs ?? 10_000;
-      const delay = Math.random() * Math.min(cap, base * 2 ** this.attempt++);
+      // A name in use is most likely our own old link, half-open: the gateway drops it within a lease.
+      const delay = code === CLOSE.nameInUse ? cap : Math.random() * Math.min(cap, base * 2 ** this.attempt++);
       this.o.log.warn({ code, reason: reason.toString(), retryInMs: Math.round(delay) }, 'gateway connection closed');
       this.retry = setTimeout(() => this.dial(), delay);
     });
+  }
+
+  /** Pings every `heartbeatMs` and drops the link once nothing has come in for `leaseMs`. */
+  private watch(ws: WebSocket, heartbeatMs: number, leaseMs: number): void {
+    clearInterval(this.liveness);
+    this.liveness = setInterval(() => {
+      if (Date.now() - this.heardAt > leaseMs) {
+        this.o.log.warn({ silentMs: Date.now() - this.heardAt }, 'gateway link silent for a lease: dialling again');
+        clearInterval(this.liveness);
+        ws.terminate();
+      } else if (ws.readyState === WebSocket.OPEN) ws.ping();
+    }, heartbeatMs);
+    this.liveness.unref();
+  }
+
+  private refuse(message: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.o.log.error(message);
+    this.emit('refused', new Error(message));
   }
 
   /** Sends now, or keeps the frame for the next connection (output is dropped when the outbox is full). */
@@ -92,6 +132,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   close(): void {
     this.closed = true;
     clearTimeout(this.retry);
+    clearInterval(this.liveness);
     this.ws?.close(1000, 'agent stopping');
   }
 }

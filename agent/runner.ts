@@ -32,6 +32,10 @@ export interface RunnerOptions {
   jobUid: number;
   /** Images whose jobs run as root inside the user namespace. */
   rootImages: readonly string[];
+  /** Attempts at once (what the agent announced): a `run` past them is answered at once. */
+  slots: number;
+  /** Images this agent offers: a `run` for another is answered at once. */
+  images: readonly string[];
 }
 
 interface Active {
@@ -55,8 +59,14 @@ interface Active {
  * host and destroys the container, whether the executor answered, froze, or died. An executor
  * that breaks its protocol or goes away costs that attempt (`agent_error`, charged to the job's
  * own retries) and that container, nothing else.
+ *
+ * Every `run` is answered: one it cannot start (no free slot, an image it lacks, a duplicate)
+ * gets an `ended` at once, as the platform's fault, so the gateway re-queues the job without
+ * using its retries instead of waiting out a lease. A `run` for a job it still runs under an
+ * older fence (the gateway gave that attempt up) stops the old attempt and runs the new one.
  */
 export class Runner {
+  /** The attempt the agent runs for each job; superseded ones leave it while they are stopped. */
   private readonly active = new Map<string, Active>();
 
   constructor(private readonly o: RunnerOptions) {}
@@ -78,7 +88,14 @@ export class Runner {
   }
 
   async run(m: Run): Promise<void> {
-    if (this.active.has(m.jobId)) return;
+    const prior = this.active.get(m.jobId);
+    if (prior) {
+      // An equal fence is a duplicate the gateway will read as this attempt's end: stop it too.
+      if (prior.fence <= m.fence) this.supersede(prior);
+      if (prior.fence >= m.fence) return this.refuse(m, `duplicate run: attempt with fence ${prior.fence} already ran here`);
+    }
+    const refusal = this.cannotStart(m);
+    if (refusal) return this.refuse(m, refusal);
     const a: Active = { jobId: m.jobId, fence: m.fence };
     this.active.set(m.jobId, a);
     let result: Result;
@@ -89,8 +106,31 @@ export class Runner {
       result = { exitCode: null, signal: null, reason: 'agent_error', detail: String((err as Error).message ?? err).slice(0, 1000) };
       if (a.container) this.o.pool.release(a.container, true);
     }
-    this.active.delete(m.jobId);
+    if (this.active.get(m.jobId) === a) this.active.delete(m.jobId);
     this.o.send({ type: 'ended', jobId: m.jobId, fence: m.fence, result, ...(a.unreported !== undefined && { container: a.unreported }) });
+  }
+
+  /** Why `m` cannot start here, if it cannot. Attempts being stopped hold no slot the gateway counts. */
+  private cannotStart(m: Run): string | undefined {
+    if (!this.o.images.includes(m.spec.image)) return `image "${m.spec.image}" is not on this agent`;
+    let busy = 0;
+    for (const a of this.active.values()) if (!a.stopping) busy++;
+    if (busy >= this.o.slots) return `no free slot (${busy} of ${this.o.slots} busy)`;
+    return undefined;
+  }
+
+  /** Answers a run it will not start: the platform's fault, so the job is re-queued without using a retry. */
+  private refuse(m: Run, detail: string): void {
+    this.o.log.warn({ jobId: m.jobId, fence: m.fence, detail }, 'run refused');
+    this.o.send({ type: 'ended', jobId: m.jobId, fence: m.fence, result: { exitCode: null, signal: null, reason: 'agent_error', fault: 'platform', detail } });
+  }
+
+  /** Stops an attempt the gateway no longer holds; it reports its end under its own (stale) fence. */
+  private supersede(a: Active): void {
+    this.active.delete(a.jobId);
+    this.o.log.info({ jobId: a.jobId, fence: a.fence }, 'attempt superseded by a newer run: stopping it');
+    if (a.kill) a.kill('cancelled');
+    else a.stopping = 'cancelled';
   }
 
   /** Takes a container and sets the attempt's limits on it; returns it with its usage so far. */

@@ -77,7 +77,7 @@ describe('agents', () => {
     cluster = await startCluster({ agents: [] });
     const victim = await startCli(
       ['agent', '--name', 'victim', '--slots', '2', '--warm', '1'],
-      { CORRAL_GATEWAY: cluster.url.replace('http', 'ws'), CORRAL_AGENT_TOKEN: cluster.agentToken, CORRAL_LOG_LEVEL: 'info' },
+      { CORRAL_GATEWAY: cluster.url.replace('http', 'ws'), CORRAL_AGENT_TOKEN: await cluster.agentToken('victim'), CORRAL_LOG_LEVEL: 'info' },
       /connected to gateway/,
     );
     try {
@@ -125,7 +125,7 @@ describe('the agent protocol edge', () => {
   it('drops malformed frames without crashing, and rejects a late result with a stale fence', async () => {
     cluster = await startCluster({ agents: [] });
     const s = cluster.gateway.services;
-    const ws = await rawAgent(cluster.url, cluster.agentToken);
+    const ws = await rawAgent(cluster.url, await cluster.agentToken('raw'));
     const received: Array<{ type: string; jobId?: string; fence?: number }> = [];
     ws.on('message', (d) => received.push(JSON.parse(d.toString())));
     for (const junk of ['not json', '{"type":"nope"}', JSON.stringify({ type: 'ended', jobId: 'x' }), '[]', 'null', '{"type":"hello","version":"1"}']) ws.send(junk);
@@ -146,7 +146,7 @@ describe('the agent protocol edge', () => {
 
   it('a cancel of a running job reaches its agent', async () => {
     cluster = await startCluster({ agents: [] });
-    const ws = await rawAgent(cluster.url, cluster.agentToken);
+    const ws = await rawAgent(cluster.url, await cluster.agentToken('raw2'));
     const received: Array<{ type: string; jobId?: string; fence?: number }> = [];
     ws.on('message', (d) => received.push(JSON.parse(d.toString())));
     ws.send(JSON.stringify({ type: 'hello', version: PROTOCOL_VERSION, agent: 'raw2', capacity: { cpus: 1, memoryBytes: 1e9, slots: 1 }, images: ['busybox'], pool: emptyPool, running: [] }));

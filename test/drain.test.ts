@@ -33,7 +33,7 @@ async function gatewayWithAgent(name: string, drainMs: number) {
   expect((await api(base, admin, 'POST', '/v1/tenants', { id: 'acme' })).status).toBe(201);
   const [tenant, agentToken] = await Promise.all([
     runCli(['token', '--tenant', 'acme', '--scope', 'jobs:read jobs:write functions:read functions:write'], env),
-    runCli(['token', '--scope', 'agent'], env),
+    runCli(['token', '--scope', 'agent', '--name', name], env),
   ]);
   const agent = await startAgent(
     loadAgentConfig({ gateway: `ws://127.0.0.1:${port}`, token: agentToken.stdout.trim(), name, slots: '2', warm: '1', 'kill-grace-ms': '300', images: 'busybox' }, {}),

@@ -112,7 +112,7 @@ describe('job state machine', () => {
     add(ID(1));
     const c = machine.claim(ID(1), 'a1')!;
     now += 8000;
-    expect(machine.renewOne(ID(1), c.fence)).toBe(true);
+    expect(machine.renewOne(ID(1), c.fence, 'a1')).toEqual({ cancelRequested: false });
     now += 8000;
     expect(machine.reapExpired()).toBe(0);
     expect(state(ID(1))).toBe('running');

@@ -19,7 +19,10 @@ export interface AgentConn {
   /** Idle warm containers by "tenant\0image", as last reported and spent locally since. */
   warm: Map<string, number>;
   connectedAt: number;
+  /** Last heartbeat frame. */
   lastSeen: number;
+  /** Last time anything came in on the link (a frame or a pong): the liveness check reads it. */
+  heardAt: number;
 }
 
 export const freeSlots = (a: AgentConn) => a.capacity.slots - a.running.size;

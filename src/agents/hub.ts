@@ -7,11 +7,14 @@ import type { TokenVerifier } from '../auth/verifier.js';
 import {
   AGENT_PATH,
   AgentMessage,
+  CLOSE,
   MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
+  agentNameOf,
   parseFrame,
   type GatewayMessage,
 } from '../protocol/messages.js';
+import { commitTransitions } from '../queue/commit.js';
 import { handleMessage, type HandlerDeps } from './handlers.js';
 import { assign, warmKey, type AgentConn } from './conn.js';
 
@@ -24,12 +27,15 @@ export interface HubEvents {
 const HELLO_TIMEOUT_MS = 10_000;
 
 /**
- * The agents' WebSocket hub: authenticates agents at the upgrade (agent scope), keeps one
- * connection per agent name, validates every frame, and hands each to its handler.
+ * The agents' WebSocket hub: authenticates agents at the upgrade (agent scope), admits each under
+ * the one name its token allows and refuses a second link for a connected name, validates every
+ * frame and hands it to its handler, and drops links that go silent for a lease (pings every
+ * `heartbeatMs`). See the lifecycle in src/protocol/messages.ts.
  */
 export class AgentHub extends EventEmitter<HubEvents> {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
   private readonly conns = new Map<string, AgentConn>();
+  private liveness?: NodeJS.Timeout;
 
   constructor(
     private readonly deps: Omit<HandlerDeps, 'hub'> & {
@@ -48,6 +54,22 @@ export class AgentHub extends EventEmitter<HubEvents> {
     server.on('upgrade', (req, socket, head) => {
       void this.upgrade(req, socket, head);
     });
+    this.liveness = setInterval(() => this.checkLiveness(), this.deps.heartbeatMs);
+    this.liveness.unref();
+  }
+
+  /**
+   * Pings every agent, and terminates a link it has heard nothing on (no frame, no pong) for a
+   * lease: a half-open TCP link would otherwise hold the agent's name, and its slots, forever.
+   * Its attempts keep their leases and run out like any silent agent's.
+   */
+  checkLiveness(now = Date.now()): void {
+    for (const c of this.conns.values()) {
+      if (now - c.heardAt > this.deps.machine.leaseMs) {
+        this.deps.log.warn({ agent: c.id, silentMs: now - c.heardAt }, 'agent link silent for a lease: dropped');
+        c.ws.terminate();
+      } else if (c.ws.readyState === c.ws.OPEN) c.ws.ping();
+    }
   }
 
   private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
@@ -62,18 +84,23 @@ export class AgentHub extends EventEmitter<HubEvents> {
       const principal = await this.deps.verifier.verify(m[1]!).catch(() => undefined);
       if (!principal) return refuse(401, 'Unauthorized');
       if (!principal.scopes.has('agent')) return refuse(403, 'Forbidden');
-      this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, principal.sub));
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, principal.sub, agentNameOf(principal.sub)));
     } catch (err) {
       this.deps.log.warn({ err }, 'agent upgrade failed');
       refuse(400, 'Bad Request');
     }
   }
 
-  private accept(ws: WebSocket, sub: string): void {
+  /** `allowed` is the one agent name the token may connect as (see agentNameOf). */
+  private accept(ws: WebSocket, sub: string, allowed: string | undefined): void {
     let conn: AgentConn | undefined;
-    const helloTimer = setTimeout(() => ws.close(4000, 'hello expected'), HELLO_TIMEOUT_MS);
+    const helloTimer = setTimeout(() => ws.close(CLOSE.helloExpected, 'hello expected'), HELLO_TIMEOUT_MS);
     ws.on('error', (err) => this.deps.log.warn({ err, agent: conn?.id }, 'agent socket error'));
+    ws.on('pong', () => {
+      if (conn) conn.heardAt = Date.now();
+    });
     ws.on('message', (data) => {
+      if (conn) conn.heardAt = Date.now();
       const parsed = parseFrame(AgentMessage, data);
       if (!parsed.ok) {
         this.deps.log.warn({ agent: conn?.id ?? sub, error: parsed.error }, 'dropped malformed agent frame');
@@ -82,18 +109,29 @@ export class AgentHub extends EventEmitter<HubEvents> {
       const msg = parsed.msg;
       try {
         if (!conn) {
-          if (msg.type !== 'hello') return void ws.close(4000, 'hello expected');
-          if (msg.version !== PROTOCOL_VERSION) return void ws.close(4001, `protocol ${PROTOCOL_VERSION} required`);
+          if (msg.type !== 'hello') return void ws.close(CLOSE.helloExpected, 'hello expected');
+          if (msg.version !== PROTOCOL_VERSION) return void ws.close(CLOSE.protocol, `protocol ${PROTOCOL_VERSION} required`);
           clearTimeout(helloTimer);
+          if (msg.agent !== allowed) {
+            this.deps.log.warn({ sub, agent: msg.agent }, 'agent refused: its token is not for that name');
+            return void ws.close(CLOSE.nameRefused, allowed === undefined ? 'token names no agent (sub must be agent:NAME)' : `token is for agent ${allowed}`);
+          }
+          if (this.conns.has(msg.agent)) {
+            // Refused, not taken over: the first link keeps its attempts. A half-open one is dropped
+            // by the liveness check within a lease, and the agent dials again.
+            this.deps.log.warn({ agent: msg.agent }, 'agent refused: a link for that name is open');
+            return void ws.close(CLOSE.nameInUse, 'agent name in use');
+          }
           conn = this.register(ws, msg);
           return;
         }
         const c = conn;
         if (msg.type === 'pool') return handleMessage({ ...this.deps, hub: this }, c, msg); // memory only
         // Frames from one turn of the event loop share one grouped commit (one fsync).
-        // Only a result must be on disk before anyone is told; starts, output and heartbeats ride along.
-        this.deps.commit(() => handleMessage({ ...this.deps, hub: this }, c, msg), { durable: msg.type === 'ended' }).catch((err: unknown) =>
-          this.deps.log.error({ err, agent: c.id, type: msg.type }, 'agent message handler failed'),
+        // Only a result must be on disk before anyone is told; starts, output and heartbeats ride
+        // along. Job events leave after the commit (after the fsync, for a result).
+        commitTransitions(this.deps.commit, this.deps.machine, () => handleMessage({ ...this.deps, hub: this }, c, msg), { durable: msg.type === 'ended' }).catch(
+          (err: unknown) => this.deps.log.error({ err, agent: c.id, type: msg.type }, 'agent message handler failed'),
         );
       } catch (err) {
         this.deps.log.error({ err, agent: conn?.id, type: msg.type }, 'agent message handler failed');
@@ -112,8 +150,6 @@ export class AgentHub extends EventEmitter<HubEvents> {
   }
 
   private register(ws: WebSocket, hello: Extract<AgentMessage, { type: 'hello' }>): AgentConn {
-    const previous = this.conns.get(hello.agent);
-    if (previous) previous.ws.close(4002, 'replaced by a new connection');
     const conn: AgentConn = {
       id: hello.agent,
       ws,
@@ -126,14 +162,17 @@ export class AgentHub extends EventEmitter<HubEvents> {
       warm: new Map(hello.pool.warm.map((w) => [warmKey(w.tenant, w.image), w.idle])),
       connectedAt: Date.now(),
       lastSeen: Date.now(),
+      heardAt: Date.now(),
     };
     this.conns.set(conn.id, conn);
     this.deps.images.setAgentImages(conn.id, hello.images);
-    this.sendTo(conn, { type: 'welcome', version: PROTOCOL_VERSION, agent: conn.id, heartbeatMs: this.deps.heartbeatMs });
-    // Attempts it still runs from before a reconnect: keep the current ones, stop the stale ones.
+    this.sendTo(conn, { type: 'welcome', version: PROTOCOL_VERSION, agent: conn.id, heartbeatMs: this.deps.heartbeatMs, leaseMs: this.deps.machine.leaseMs });
+    // Attempts it still runs from before a reconnect: keep the current ones, stop the stale ones,
+    // and send again the cancels issued while it was away.
     for (const r of hello.running) {
-      if (this.deps.machine.renewOne(r.jobId, r.fence)) assign(conn, r.jobId, r.fence, this.deps.machine.memoryOf(r.jobId));
-      else this.sendTo(conn, { type: 'cancel', jobId: r.jobId, fence: r.fence });
+      const held = this.deps.machine.renewOne(r.jobId, r.fence, conn.id);
+      if (held) assign(conn, r.jobId, r.fence, this.deps.machine.memoryOf(r.jobId));
+      if (!held || held.cancelRequested) this.sendTo(conn, { type: 'cancel', jobId: r.jobId, fence: r.fence });
     }
     this.deps.log.info({ agent: conn.id, capacity: hello.capacity, images: hello.images, resumed: conn.running.size }, 'agent connected');
     this.emit('capacity');
@@ -165,6 +204,7 @@ export class AgentHub extends EventEmitter<HubEvents> {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.liveness);
     for (const c of this.conns.values()) c.ws.close(1001, 'gateway stopping');
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }

@@ -5,6 +5,7 @@ import { attempts, idempotencyKeys, jobs } from '../db/schema/index.js';
 import { Conflict, NotFound, Unprocessable } from '../errors/domain.js';
 import { newJobId } from '../ids.js';
 import type { JobMachine } from '../queue/machine.js';
+import { commitTransitions } from '../queue/commit.js';
 import { FINAL_STATES, type JobState } from '../queue/states.js';
 import type { Quota } from '../tenants/quota.js';
 import type { TenantService } from '../tenants/service.js';
@@ -298,13 +299,13 @@ export class JobService {
   /** Cancels a job; resolves once the cancel is on disk. */
   async cancel(tenant: string, idOrName: string): Promise<JobView> {
     const row = this.rowByIdOrName(tenant, idOrName);
-    if (!FINAL_STATES.has(row.state as JobState)) await this.store.commit(() => this.machine.cancel(row.id));
+    if (!FINAL_STATES.has(row.state as JobState)) await commitTransitions(this.store.commit, this.machine, () => this.machine.cancel(row.id));
     return this.get(tenant, row.id);
   }
 
   /** Deletes a job and its output; resolves once the delete is on disk. */
   async remove(tenant: string, idOrName: string): Promise<void> {
     const row = this.rowByIdOrName(tenant, idOrName);
-    await this.store.commit(() => this.machine.remove(row.id));
+    await commitTransitions(this.store.commit, this.machine, () => this.machine.remove(row.id));
   }
 }

@@ -4,8 +4,53 @@ import { z } from 'zod';
  * The gateway↔agent wire protocol: one zod discriminated union per direction, imported by both
  * the gateway (`src/agents/`) and the agent (`agent/`). Every frame is JSON text and is parsed
  * against these schemas on arrival; anything else is logged and dropped.
+ *
+ * The lifecycle of a link:
+ * - The agent dials with a bearer token of scope `agent` whose `sub` is `agent:NAME` (see
+ *   `agentNameOf`); its `hello` must name NAME. Refusals close the link with a code of
+ *   `CLOSE` and a reason: another name (`nameRefused`) and another protocol version
+ *   (`protocol`) are final — the agent stops with that error instead of dialling again; a name
+ *   already connected (`nameInUse`) is refused, never taken over, and the agent dials again after
+ *   its longest backoff (a half-open old link is dropped by the liveness check within a lease).
+ * - Liveness: each side sends a WebSocket ping every `heartbeatMs` and drops a link on which it
+ *   has heard nothing (no frame, ping or pong) for a lease (`welcome.leaseMs`); the agent then
+ *   dials again and reports what it still runs, and the gateway lets that agent's attempts run
+ *   out their leases and re-runs them.
+ * - Fencing: every frame about an attempt carries its (jobId, fence). The gateway acts on one
+ *   only when the attempt is current and held by the sending agent; anything else changes
+ *   nothing (a late result, output of a superseded attempt, another agent's job) and an attempt
+ *   the sender reports running but does not hold is answered with a `cancel`.
+ * - Cancels: the gateway sends `cancel` when a running job is cancelled or deleted, and again on
+ *   every `hello` and `heartbeat` that still reports the attempt, until the agent sends its
+ *   `ended` or stops reporting it: a cancel issued while the agent was away is not lost.
+ * - Every `run` is answered with `ended`: an agent that cannot start it (no free slot, an image
+ *   it lacks, a duplicate, a container that failed before the job began) says so at once with
+ *   `reason: 'agent_error'` (the platform's fault: re-queued without using the job's retries)
+ *   instead of leaving the gateway to wait for a lease. A `run` for a job the agent still runs
+ *   under an older fence supersedes it: the old attempt is stopped and the new one runs.
  */
 export const PROTOCOL_VERSION = 1;
+
+/** Close codes of the agent link (4000–4999 are the application's). */
+export const CLOSE = {
+  /** The first frame was not a `hello`, or none came in time. */
+  helloExpected: 4000,
+  /** The agent speaks another protocol version: final. */
+  protocol: 4001,
+  /** The token does not allow the name the `hello` gave: final. */
+  nameRefused: 4003,
+  /** An agent of that name is connected: try again later (the link may be half-open). */
+  nameInUse: 4004,
+} as const;
+
+/**
+ * The agent name an agent token allows: its subject is `agent:NAME`. Undefined for any other
+ * subject, which then connects as no agent at all (`corral token --scope agent --name NAME` mints
+ * one; `corral up` mints its local agent's).
+ */
+export function agentNameOf(sub: string): string | undefined {
+  return sub.startsWith('agent:') && sub.length > 'agent:'.length ? sub.slice('agent:'.length) : undefined;
+}
 /**
  * Largest frame either side accepts (ws `maxPayload`; a bigger one closes the whole link).
  * Output chunks are cut well below it. The largest frame the gateway sends is a `run` of a job
@@ -105,8 +150,16 @@ export const RunSpecSchema = z.object({
 export type RunSpec = z.infer<typeof RunSpecSchema>;
 
 export const GatewayMessage = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('welcome'), version: z.number().int(), agent: Name, heartbeatMs: z.number().int().positive() }),
+  z.object({
+    type: z.literal('welcome'),
+    version: z.number().int(),
+    agent: Name,
+    heartbeatMs: z.number().int().positive(),
+    /** The attempt lease: the agent drops a link it has heard nothing on for this long (3 × heartbeatMs when absent). */
+    leaseMs: z.number().int().positive().optional(),
+  }),
   z.object({ type: z.literal('run'), jobId: JobId, fence: Fence, tenant: Name, attempt: z.number().int().positive(), spec: RunSpecSchema }),
+  /** Stop attempt (jobId, fence); sent again with every hello and heartbeat that still reports it. */
   z.object({ type: z.literal('cancel'), jobId: JobId, fence: Fence }),
 ]);
 export type GatewayMessage = z.infer<typeof GatewayMessage>;

@@ -63,6 +63,9 @@ export interface JobEnd {
   now: number;
 }
 
+/** One event as raised inside a transition: its name and payload, emitted after the commit. */
+type MachineEvent = { [K in keyof MachineEvents]: [K, ...MachineEvents[K]] }[keyof MachineEvents];
+
 export interface MachineOptions {
   clock?: Clock;
   leaseMs?: number;
@@ -77,6 +80,11 @@ export interface MachineOptions {
  *   running → queued (finish with retries left, or reapExpired)
  *   queued → cancelled (cancel)
  *   queued → failed (reject: the gateway will not run it)
+ *
+ * Events leave only after the transition's transaction commits: a transition in the machine's
+ * own transaction emits after its COMMIT; one inside a caller's transaction must run in
+ * `collect` (see commitTransitions), whose events the caller emits once the write is committed
+ * (durable, for a durable write) — a listener never acts on a write that rolled back.
  */
 export class JobMachine extends EventEmitter<MachineEvents> {
   readonly sql: QueueSql;
@@ -85,6 +93,8 @@ export class JobMachine extends EventEmitter<MachineEvents> {
   private readonly backoffBaseMs: number;
   private readonly attemptHooks: Array<(e: AttemptEnd) => void> = [];
   private readonly endHooks: Array<(e: JobEnd) => void> = [];
+  /** Events of the transitions under way, innermost `collect` last. */
+  private readonly collectors: MachineEvent[][] = [];
 
   constructor(
     private readonly db: Database.Database,
@@ -106,13 +116,39 @@ export class JobMachine extends EventEmitter<MachineEvents> {
     if (this.db.inTransaction) return fn();
     this.db.exec('BEGIN IMMEDIATE');
     try {
-      const out = fn();
+      const out = this.collect(fn);
       this.db.exec('COMMIT');
-      return out;
+      out.emit();
+      return out.value;
     } catch (err) {
       if (this.db.inTransaction) this.db.exec('ROLLBACK');
       throw err;
     }
+  }
+
+  /**
+   * Runs `fn`, which may call transitions inside the caller's transaction, and keeps the events
+   * they raise: the caller calls `emit` once that transaction has committed, and drops them if it
+   * rolls back (a throw from `fn` drops them here).
+   */
+  collect<T>(fn: () => T): { value: T; emit: () => void } {
+    const events: MachineEvent[] = [];
+    this.collectors.push(events);
+    try {
+      const value = fn();
+      return { value, emit: () => events.forEach((e) => (this.emit as (...a: unknown[]) => boolean)(...e)) };
+    } finally {
+      this.collectors.pop();
+    }
+  }
+
+  /** Raises an event for after the commit of the transaction it happened in. */
+  private raise(...e: MachineEvent): void {
+    const events = this.collectors[this.collectors.length - 1];
+    if (events) return void events.push(e);
+    // Its commit is someone else's and could still roll back: a listener told now could act on
+    // a write that never happened.
+    throw new Error('a job transition inside a caller\'s transaction must run in JobMachine.collect');
   }
 
   /**
@@ -179,22 +215,24 @@ export class JobMachine extends EventEmitter<MachineEvents> {
     });
   }
 
-  /** Records that the attempt began in `container` (at `now`, by default the clock's now). */
-  start(jobId: string, fence: number, container: string, now = this.clock()): void {
+  /**
+   * Records that the attempt began in `container` (at `now`, by default the clock's now). With
+   * `agent`, only when that agent holds the attempt: one agent cannot touch another's.
+   */
+  start(jobId: string, fence: number, container: string, now = this.clock(), agent?: string): void {
     this.atomic(() => {
-      if (this.sql.startJob.run({ jobId, fence, now }).changes === 0) throw new LeaseLost(`attempt of ${jobId} is no longer current`);
+      if (this.sql.startJob.run({ jobId, fence, now, agent: agent ?? null }).changes === 0) throw new LeaseLost(`attempt of ${jobId} is no longer current`);
       this.sql.startAttempt.run({ jobId, fence, container, now });
     });
   }
 
-  /** Extends the leases of every job running on `agent` (called on each heartbeat). */
-  renew(agent: string): number {
-    return this.sql.renewAgent.run({ agent, leaseExpiresAt: this.clock() + this.leaseMs }).changes;
-  }
-
-  /** Extends one attempt's lease; false if it is no longer current. */
-  renewOne(jobId: string, fence: number): boolean {
-    return this.sql.renewJob.run({ jobId, fence, leaseExpiresAt: this.clock() + this.leaseMs }).changes === 1;
+  /**
+   * Extends the lease of attempt (jobId, fence) held by `agent`. Undefined when that agent does
+   * not hold it as the job's current attempt; otherwise whether a cancel waits for it.
+   */
+  renewOne(jobId: string, fence: number, agent: string): { cancelRequested: boolean } | undefined {
+    const row = this.sql.renewJob.get({ jobId, fence, agent, leaseExpiresAt: this.clock() + this.leaseMs }) as { cancelRequested: number } | undefined;
+    return row && { cancelRequested: row.cancelRequested === 1 };
   }
 
   /** The memory limit a job runs with (0 if unknown: jobs from before limits were always filled). */
@@ -203,19 +241,20 @@ export class JobMachine extends EventEmitter<MachineEvents> {
     return typeof m === 'number' ? m : 0;
   }
 
-  /** Whether (jobId, fence) is the current attempt of a running job. */
-  isCurrent(jobId: string, fence: number): boolean {
-    return this.sql.runningForFence.get({ jobId, fence }) !== undefined;
+  /** Whether (jobId, fence) is the current attempt of a running job (and, with `agent`, held by it). */
+  isCurrent(jobId: string, fence: number, agent?: string): boolean {
+    return this.sql.runningForFence.get({ jobId, fence, agent: agent ?? null }) !== undefined;
   }
 
   /**
    * Ends the attempt (jobId, fence) with `result` and moves the job on: to its final state, or
-   * back to `queued` after a backoff. Throws LeaseLost if the attempt is not current.
+   * back to `queued` after a backoff. Throws LeaseLost if the attempt is not current, or, with
+   * `agent`, not held by that agent.
    */
-  finish(jobId: string, fence: number, result: AttemptResult): JobState {
+  finish(jobId: string, fence: number, result: AttemptResult, agent?: string): JobState {
     const now = this.clock();
-    const outcome = this.atomic(() => {
-      const job = this.sql.runningForFence.get({ jobId, fence }) as
+    return this.atomic(() => {
+      const job = this.sql.runningForFence.get({ jobId, fence, agent: agent ?? null }) as
         | { tenant: string; retries: number; failures: number; platformFailures: number; cancelRequested: number }
         | undefined;
       if (!job) throw new LeaseLost(`attempt of ${jobId} is no longer current`);
@@ -237,16 +276,15 @@ export class JobMachine extends EventEmitter<MachineEvents> {
       if (decision.kind === 'requeue') {
         this.sql.requeueJob.run({ ...cols, runAfter: now + decision.delayMs });
         for (const h of this.attemptHooks) h({ jobId, tenant: job.tenant, fence, result, now, final: undefined });
-        return { tenant: job.tenant, state: 'queued' as JobState };
+        this.raise('job:queued', { jobId, tenant: job.tenant });
+        return 'queued';
       }
       this.sql.finishJob.run({ ...cols, state: decision.state });
       for (const h of this.attemptHooks) h({ jobId, tenant: job.tenant, fence, result, now, final: decision.state });
       this.ended({ jobId, tenant: job.tenant, state: decision.state, now });
-      return { tenant: job.tenant, state: decision.state };
+      this.raise('job:ended', { jobId, tenant: job.tenant, state: decision.state });
+      return decision.state;
     });
-    if (outcome.state === 'queued') this.emit('job:queued', { jobId, tenant: outcome.tenant });
-    else this.emit('job:ended', { jobId, tenant: outcome.tenant, state: outcome.state });
-    return outcome.state;
   }
 
   /**
@@ -274,21 +312,21 @@ export class JobMachine extends EventEmitter<MachineEvents> {
    */
   cancel(jobId: string): JobState | 'cancelling' | undefined {
     const now = this.clock();
-    const queued = this.atomic(() => {
-      const row = this.sql.cancelQueued.get({ jobId, now }) as { tenant: string } | undefined;
-      if (row) this.ended({ jobId, tenant: row.tenant, state: 'cancelled', now });
-      return row;
+    return this.atomic(() => {
+      const queued = this.sql.cancelQueued.get({ jobId, now }) as { tenant: string } | undefined;
+      if (queued) {
+        this.ended({ jobId, tenant: queued.tenant, state: 'cancelled', now });
+        this.raise('job:ended', { jobId, tenant: queued.tenant, state: 'cancelled' });
+        return 'cancelled';
+      }
+      // Stays requested until the attempt ends: the hub sends it again while its agent reports it.
+      const running = this.sql.requestCancel.get({ jobId }) as { agent: string; fence: number } | undefined;
+      if (running) {
+        this.raise('job:cancel', { jobId, agent: running.agent, fence: running.fence });
+        return 'cancelling';
+      }
+      return (this.sql.stateOf.get({ jobId }) as { state: JobState } | undefined)?.state;
     });
-    if (queued) {
-      this.emit('job:ended', { jobId, tenant: queued.tenant, state: 'cancelled' });
-      return 'cancelled';
-    }
-    const running = this.sql.requestCancel.get({ jobId }) as { agent: string; fence: number } | undefined;
-    if (running) {
-      this.emit('job:cancel', { jobId, agent: running.agent, fence: running.fence });
-      return 'cancelling';
-    }
-    return (this.sql.stateOf.get({ jobId }) as { state: JobState } | undefined)?.state;
   }
 
   /** Deletes a job and its output, stopping it first if it runs. */
@@ -303,9 +341,9 @@ export class JobMachine extends EventEmitter<MachineEvents> {
         for (const h of this.attemptHooks) h({ jobId, tenant: row.tenant, fence: row.fence, result, now, final: 'cancelled', deleted: true });
       }
       this.sql.deleteJob.run({ jobId });
+      if (row.state === 'running' && row.agent) this.raise('job:cancel', { jobId, agent: row.agent, fence: row.fence });
+      if (row.state === 'queued' || row.state === 'running') this.raise('job:ended', { jobId, tenant: row.tenant, state: 'cancelled' });
     });
-    if (row.state === 'running' && row.agent) this.emit('job:cancel', { jobId, agent: row.agent, fence: row.fence });
-    if (row.state === 'queued' || row.state === 'running') this.emit('job:ended', { jobId, tenant: row.tenant, state: 'cancelled' });
     return true;
   }
 

@@ -26,19 +26,19 @@ export function prepareQueueSql(db: Database.Database) {
       `UPDATE attempts SET started_at = @now, container = @container
        WHERE job_id = @jobId AND fence = @fence AND ended_at IS NULL`,
     ),
+    // `@agent` NULL: any holder (the gateway's own transitions); otherwise only the agent that holds the attempt.
     startJob: db.prepare(
-      `UPDATE jobs SET started_at = coalesce(started_at, @now) WHERE id = @jobId AND fence = @fence AND state = 'running'`,
-    ),
-    renewAgent: db.prepare(
-      `UPDATE jobs SET lease_expires_at = @leaseExpiresAt WHERE agent = @agent AND state = 'running'`,
+      `UPDATE jobs SET started_at = coalesce(started_at, @now)
+       WHERE id = @jobId AND fence = @fence AND state = 'running' AND (@agent IS NULL OR agent = @agent)`,
     ),
     renewJob: db.prepare(
-      `UPDATE jobs SET lease_expires_at = @leaseExpiresAt WHERE id = @jobId AND fence = @fence AND state = 'running'`,
+      `UPDATE jobs SET lease_expires_at = @leaseExpiresAt WHERE id = @jobId AND fence = @fence AND state = 'running' AND agent = @agent
+       RETURNING cancel_requested AS cancelRequested`,
     ),
     runningForFence: db.prepare(
       `SELECT tenant, retries, failures, platform_failures AS platformFailures, cancel_requested AS cancelRequested,
               attempt_count AS n, spec
-       FROM jobs WHERE id = @jobId AND fence = @fence AND state = 'running'`,
+       FROM jobs WHERE id = @jobId AND fence = @fence AND state = 'running' AND (@agent IS NULL OR agent = @agent)`,
     ),
     endAttempt: db.prepare(
       `UPDATE attempts SET ended_at = @now, exit_code = @exitCode, signal = @signal, reason = @reason,

@@ -14,7 +14,8 @@ export interface Cluster {
   gateway: Gateway;
   url: string;
   agents: Map<string, Agent>;
-  agentToken: string;
+  /** A token for the agent named `name` (agent tokens are bound to one name). */
+  agentToken(name: string): Promise<string>;
   addAgent(name: string, flags?: Record<string, string>): Promise<Agent>;
   tenant(id: string, quota?: Record<string, number>): Promise<Client>;
   /** Mints a token on the gateway's secret (functions or admin scopes, for example). */
@@ -52,7 +53,7 @@ export async function startCluster(o: { agents?: string[]; agentFlags?: Record<s
   const url = gateway.url;
   const sign = (t: { sub: string; tenant?: string; scopes: Scope[] }) =>
     mintToken({ secret: gateway.services.secret, issuer: 'corral', audience: 'corral', ttlSeconds: 3600, ...t });
-  const agentToken = await sign({ sub: 'agent', scopes: ['agent'] });
+  const agentToken = (name: string) => sign({ sub: `agent:${name}`, scopes: ['agent'] });
   const agents = new Map<string, Agent>();
 
   const cluster: Cluster = {
@@ -62,7 +63,7 @@ export async function startCluster(o: { agents?: string[]; agentFlags?: Record<s
     agentToken,
     async addAgent(name, flags = {}) {
       const agent = await startAgent(
-        loadAgentConfig({ gateway: url.replace('http', 'ws'), token: agentToken, name, slots: '4', warm: '1', 'kill-grace-ms': '500', images: 'busybox', ...o.agentFlags, ...flags }, {}),
+        loadAgentConfig({ gateway: url.replace('http', 'ws'), token: await agentToken(name), name, slots: '4', warm: '1', 'kill-grace-ms': '500', images: 'busybox', ...o.agentFlags, ...flags }, {}),
         quiet,
       );
       agents.set(name, agent);

@@ -17,7 +17,12 @@ import { AGENT_PATH, GatewayMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, parseFra
 export interface LoopbackGateway {
   gateway: Gateway;
   url: string;
+  /**
+   * Stands for "an agent token of this gateway": `fakeAgent` dials with one minted for its own
+   * name, as agent tokens are bound to one name. `agentTokenFor` mints one for a given name.
+   */
   agentToken: string;
+  agentTokenFor(name: string): Promise<string>;
   tenant(id: string, quota?: Record<string, number | null>): Promise<string>;
   req(method: string, path: string, token: string, body?: unknown): Promise<{ status: number; body: any }>;
   close(): Promise<void>;
@@ -30,6 +35,9 @@ export async function loopbackGateway(env: Record<string, string> = {}, o: Build
   const sign = (t: { sub: string; tenant?: string; scopes: Array<'agent' | 'admin' | 'jobs:read' | 'jobs:write'> }) =>
     mintToken({ secret: gateway.services.secret, issuer: 'corral', audience: 'corral', ttlSeconds: 3600, ...t });
   const admin = await sign({ sub: 'admin', scopes: ['admin'] });
+  const agentTokenFor = (name: string) => sign({ sub: `agent:${name}`, scopes: ['agent'] });
+  const agentToken = `loopback-agent-token-${dir}`;
+  perName.set(agentToken, agentTokenFor);
   const req: LoopbackGateway['req'] = async (method, path, token, body) => {
     const res = await fetch(gateway.url + path, {
       method,
@@ -41,7 +49,8 @@ export async function loopbackGateway(env: Record<string, string> = {}, o: Build
   return {
     gateway,
     url: gateway.url,
-    agentToken: await sign({ sub: 'agent', scopes: ['agent'] }),
+    agentToken,
+    agentTokenFor,
     async tenant(id, quota) {
       const r = await req('POST', '/v1/tenants', admin, { id, ...(quota && { quota }) });
       if (r.status !== 201) throw new Error(`tenant ${id}: ${r.status} ${JSON.stringify(r.body)}`);
@@ -49,11 +58,15 @@ export async function loopbackGateway(env: Record<string, string> = {}, o: Build
     },
     req,
     async close() {
+      perName.delete(agentToken);
       await gateway.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };
 }
+
+/** `LoopbackGateway.agentToken` → the gateway's minter of name-bound agent tokens. */
+const perName = new Map<string, (name: string) => Promise<string>>();
 
 export type RunFrame = Extract<GatewayMessage, { type: 'run' }>;
 
@@ -78,13 +91,21 @@ export interface FakeAgent {
 
 const emptyPool = { containers: 0, blank: {}, warm: [], busy: 0, recycled: 0 };
 
-/** Dials `url` like `corral agent` does (same path, token and maxPayload) and says hello. */
+/**
+ * Dials `url` like `corral agent` does (same path, token and maxPayload) and says hello. With
+ * `autoPong: false` it leaves the gateway's pings unanswered: a link gone silent.
+ */
 export async function fakeAgent(
   url: string,
   token: string,
-  o: { name: string; cpus?: number; memoryBytes?: number; slots?: number; images?: string[] },
+  o: { name: string; cpus?: number; memoryBytes?: number; slots?: number; images?: string[]; autoPong?: boolean },
 ): Promise<FakeAgent> {
-  const ws = new WebSocket(url.replace('http', 'ws') + AGENT_PATH, { headers: { authorization: `Bearer ${token}` }, maxPayload: MAX_FRAME_BYTES });
+  const bearer = (await perName.get(token)?.(o.name)) ?? token;
+  const ws = new WebSocket(url.replace('http', 'ws') + AGENT_PATH, {
+    headers: { authorization: `Bearer ${bearer}` },
+    maxPayload: MAX_FRAME_BYTES,
+    autoPong: o.autoPong ?? true,
+  });
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
     ws.once('error', reject);
