@@ -85,7 +85,9 @@ export interface FakeAgent {
   /** Reports the attempt done with exit code 0. */
   succeed(run: RunFrame): void;
   /** Sends a heartbeat listing the attempts it still runs. */
-  heartbeat(running: RunFrame[]): void;
+  heartbeat(running: Array<{ jobId: string; fence: number }>): void;
+  /** Sends any frame as it is. */
+  send(frame: object): void;
   close(): Promise<void>;
 }
 
@@ -98,7 +100,16 @@ const emptyPool = { containers: 0, blank: {}, warm: [], busy: 0, recycled: 0 };
 export async function fakeAgent(
   url: string,
   token: string,
-  o: { name: string; cpus?: number; memoryBytes?: number; slots?: number; images?: string[]; autoPong?: boolean },
+  o: {
+    name: string;
+    cpus?: number;
+    memoryBytes?: number;
+    slots?: number;
+    images?: string[];
+    autoPong?: boolean;
+    /** Attempts its hello reports running (an agent that reconnects). */
+    running?: Array<{ jobId: string; fence: number }>;
+  },
 ): Promise<FakeAgent> {
   const bearer = (await perName.get(token)?.(o.name)) ?? token;
   const ws = new WebSocket(url.replace('http', 'ws') + AGENT_PATH, {
@@ -133,6 +144,9 @@ export async function fakeAgent(
     heartbeat(running) {
       ws.send(JSON.stringify({ type: 'heartbeat', images: o.images ?? ['busybox'], pool: emptyPool, running: running.map((r) => ({ jobId: r.jobId, fence: r.fence })) }));
     },
+    send(frame) {
+      ws.send(JSON.stringify(frame));
+    },
     async close() {
       if (ws.readyState === ws.CLOSED) return;
       const closed = new Promise((r) => ws.once('close', r));
@@ -142,13 +156,15 @@ export async function fakeAgent(
   };
   ws.on('error', () => {});
   ws.on('close', (code, reason) => (agent.closed = { code, reason: reason.toString() }));
-  const welcomed = new Promise<void>((resolve) => {
+  // A link the gateway refuses (its close code and reason) rejects instead of waiting forever.
+  const welcomed = new Promise<void>((resolve, reject) => {
     ws.on('message', (data) => {
       const parsed = parseFrame(GatewayMessage, data);
       if (!parsed.ok) return void agent.malformed.push(parsed.error);
       agent.frames.push(parsed.msg);
       if (parsed.msg.type === 'welcome') resolve();
     });
+    ws.on('close', (code, reason) => reject(Object.assign(new Error(`refused: ${code} ${reason.toString()}`), { code, reason: reason.toString() })));
   });
   ws.send(
     JSON.stringify({
@@ -158,7 +174,7 @@ export async function fakeAgent(
       capacity: { cpus: o.cpus ?? 2, memoryBytes: o.memoryBytes ?? 4 * 1024 ** 3, slots: o.slots ?? 4 },
       images: o.images ?? ['busybox'],
       pool: emptyPool,
-      running: [],
+      running: o.running ?? [],
     }),
   );
   await welcomed;
