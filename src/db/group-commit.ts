@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import { StorageFull } from '../errors/domain.js';
 import { WalSync, type SyncFn } from './wal-sync.js';
 
 interface Pending {
@@ -21,8 +22,19 @@ export interface GroupCommitOptions {
   durable?: boolean;
   /** The database file, whose `-wal` is fsynced; none for ":memory:". */
   file?: string;
-  /** Replaces fs.fdatasync (tests use it to hold a sync open). */
+  /** Replaces fs.fdatasync (tests use it to hold a sync open or make it fail). */
   fdatasync?: SyncFn;
+  /** Called once when an fsync of the WAL fails; every durable write waiting on it is rejected. */
+  onSyncError?: (err: unknown) => void;
+}
+
+/**
+ * A commit that failed because the disk is full becomes StorageFull (answered 507): nothing of
+ * its group was written, and the same request succeeds once space returns.
+ */
+function asStorageError(err: unknown): unknown {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'SQLITE_FULL' || code === 'ENOSPC' ? new StorageFull('the data disk is full: nothing was written; retry once space is freed', { cause: err }) : err;
 }
 
 /**
@@ -50,7 +62,13 @@ export class GroupCommit {
     const durable = o.durable ?? true;
     // Grouped: SQLite never fsyncs at commit, WalSync does. Ungrouped: SQLite fsyncs in COMMIT.
     sqlite.pragma(`synchronous = ${durable && !this.grouped ? 'FULL' : 'NORMAL'}`);
-    this.wal = new WalSync(this.grouped && durable && o.file && o.file !== ':memory:' ? `${o.file}-wal` : undefined, o.fdatasync);
+    const writes = sqlite.prepare('SELECT total_changes()').pluck();
+    this.wal = new WalSync(this.grouped && durable && o.file && o.file !== ':memory:' ? `${o.file}-wal` : undefined, {
+      ...(o.fdatasync && { sync: o.fdatasync }),
+      ...(o.onSyncError && { onFatal: o.onSyncError }),
+      // Inside a transaction its writes are not counted yet: such a barrier always syncs.
+      writes: () => (sqlite.inTransaction ? Infinity : (writes.get() as number)),
+    });
   }
 
   /**
@@ -68,7 +86,7 @@ export class GroupCommit {
           o.committed?.();
           return resolve(value);
         } catch (err) {
-          return reject(err);
+          return reject(asStorageError(err));
         }
       }
       this.pending.push({ fn, durable: o.durable ?? true, committed: o.committed, resolve: resolve as (v: unknown) => void, reject });
@@ -80,9 +98,11 @@ export class GroupCommit {
 
   /**
    * Resolves once everything committed so far (and the transaction in progress, if called from
-   * inside one) is on disk. Whoever tells the outside world about a state change waits for this.
+   * inside one, and the writes queued for the next group) is on disk. Whoever tells the outside
+   * world about a state change waits for this. Nothing written since the last fsync began: it
+   * resolves at once, so reading an old finished job costs no fsync.
    */
-  durable = (): Promise<void> => this.wal.barrier();
+  durable = (): Promise<void> => (this.pending.length > 0 ? this.run(() => undefined) : this.wal.barrier());
 
   flush(): void {
     this.scheduled = false;
@@ -101,14 +121,14 @@ export class GroupCommit {
         } catch (err) {
           st.undo.run();
           st.release.run();
-          outcomes.push({ ok: false, value: err });
+          outcomes.push({ ok: false, value: asStorageError(err) });
         }
       }
       st.commit.run();
     } catch (err) {
       if (this.sqlite.inTransaction) this.sqlite.exec('ROLLBACK');
-      // The commit itself failed (disk full, I/O error): nothing in the batch is durable.
-      for (const p of batch) p.reject(err);
+      // The commit itself failed (disk full, I/O error): nothing in the batch was written.
+      for (const p of batch) p.reject(asStorageError(err));
       return;
     }
     let synced: Promise<void> | undefined;

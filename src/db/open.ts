@@ -7,6 +7,8 @@ import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, touchPrivateFile } from '../datadi
 import { packageRoot } from '../paths.js';
 import * as schema from './schema/index.js';
 import { GroupCommit } from './group-commit.js';
+import type { SyncFn } from './wal-sync.js';
+import { Checkpointer, WAL_SIZE_LIMIT } from './checkpoint.js';
 
 export type Db = BetterSQLite3Database<typeof schema>;
 
@@ -20,13 +22,40 @@ export interface Store {
   close(): Promise<void>;
 }
 
+export interface StoreOptions {
+  /**
+   * Called when an fsync of the WAL or a checkpoint fails. The default logs to stderr and exits
+   * the process with status 70: a supervisor restarts it and SQLite recovers from the WAL what was
+   * committed, instead of this process going on with writes the disk may have dropped.
+   */
+  onSyncError?: (err: unknown) => void;
+  /**
+   * `worker` (the default): the WAL is checkpointed on a worker thread (see Checkpointer).
+   * `inline`: SQLite's own automatic checkpoint inside COMMIT, on this thread (the baseline
+   * bench/queue.ts compares).
+   */
+  checkpoint?: 'worker' | 'inline';
+  /** Replaces fs.fdatasync for the WAL (bench/queue.ts counts the real ones; tests make one fail). */
+  fdatasync?: SyncFn;
+}
+
+/** Exit status after a failed fsync (EX_SOFTWARE). */
+export const SYNC_FAILED_EXIT = 70;
+
+function exitOnSyncError(file: string) {
+  return (err: unknown) => {
+    process.stderr.write(`corral: fsync of ${file}'s write-ahead log failed (${err instanceof Error ? err.message : String(err)}); exiting: start again to recover what was committed\n`);
+    process.exit(SYNC_FAILED_EXIT);
+  };
+}
+
 /**
  * Opens (creating if needed) the SQLite database, applies committed migrations and sets WAL.
  * `sync: 'full'` makes every durable commit wait for an fsync of the WAL, so a 202 means the job
  * is on disk; commits from one event-loop tick are grouped into one transaction, and the fsync
  * runs off the event loop (see GroupCommit). `sync: 'normal'` skips the fsync (not power-safe).
  */
-export function openStore(file: string, sync: 'full' | 'normal' = 'full', groupCommit = true): Store {
+export function openStore(file: string, sync: 'full' | 'normal' = 'full', groupCommit = true, o: StoreOptions = {}): Store {
   if (file !== ':memory:') {
     mkdirSync(dirname(file), { recursive: true, mode: PRIVATE_DIR_MODE });
     // Created 0600 before SQLite opens it: SQLite would create it 0644 under the usual umask,
@@ -45,7 +74,15 @@ export function openStore(file: string, sync: 'full' | 'normal' = 'full', groupC
   sqlite.pragma('temp_store = memory');
   const db = drizzle(sqlite, { schema });
   migrate(db, { migrationsFolder: join(packageRoot(), 'migrations') });
-  const group = new GroupCommit(sqlite, { grouped: groupCommit, durable: sync === 'full', file });
+  const onSyncError = o.onSyncError ?? exitOnSyncError(file);
+  const group = new GroupCommit(sqlite, { grouped: groupCommit, durable: sync === 'full', file, onSyncError, ...(o.fdatasync && { fdatasync: o.fdatasync }) });
+  let checkpointer: Checkpointer | undefined;
+  if (file !== ':memory:' && (o.checkpoint ?? 'worker') === 'worker') {
+    sqlite.pragma('wal_autocheckpoint = 0');
+    // The WAL starts over once a checkpoint has caught up; a file grown by a burst shrinks back then.
+    sqlite.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT}`);
+    checkpointer = new Checkpointer(sqlite, file, { onFatal: onSyncError });
+  }
   return {
     sqlite,
     db,
@@ -53,6 +90,8 @@ export function openStore(file: string, sync: 'full' | 'normal' = 'full', groupC
     durable: group.durable,
     close: async () => {
       await group.close();
+      // Before the last connection closes: that close checkpoints the rest and removes the WAL.
+      await checkpointer?.stop();
       sqlite.close();
     },
   };

@@ -8,6 +8,23 @@ interface Waiter {
   reject: (err: unknown) => void;
 }
 
+export interface WalSyncOptions {
+  /** Replaces fs.fdatasync (tests use it to hold a sync open or make it fail). */
+  sync?: SyncFn;
+  /**
+   * How many writes the connection has made so far (SQLite's total_changes()), or Infinity
+   * inside an open transaction. A barrier with nothing new since the last sync began is already
+   * met, so reading an old finished job costs no fsync. Without it every barrier syncs.
+   */
+  writes?: () => number;
+  /**
+   * Called once when an fsync fails. The failure is final: a retried fsync can report success
+   * after the kernel dropped the pages it could not write (Linux clears the error once it has
+   * reported it), so nothing written since the last good sync may ever be called durable.
+   */
+  onFatal?: (err: unknown) => void;
+}
+
 /**
  * Makes SQLite's write-ahead log durable off the event loop: `barrier()` resolves after an
  * fdatasync of the WAL that started after the caller's writes were committed. One sync runs at a
@@ -24,16 +41,30 @@ export class WalSync {
   private waiting: Waiter[] = [];
   private running = false;
   private queued = false;
+  /** The write count when the last successful sync began: everything up to it is on disk. */
+  private synced = -1;
+  /** The write count when the running sync began. */
+  private covering = -1;
+  private runningBatch: Waiter[] = [];
+  private failed: { err: unknown } | undefined;
+  private readonly sync: SyncFn;
 
   constructor(
     /** The `-wal` file; undefined when nothing is to be synced (":memory:" or sync off). */
     private readonly path: string | undefined,
-    private readonly sync: SyncFn = fdatasync,
-  ) {}
+    private readonly o: WalSyncOptions = {},
+  ) {
+    this.sync = o.sync ?? fdatasync;
+  }
 
   barrier(): Promise<void> {
     if (this.path === undefined) return Promise.resolve();
+    if (this.failed) return Promise.reject(this.failed.err);
+    const writes = this.o.writes?.() ?? Infinity;
+    if (writes <= this.synced) return Promise.resolve();
     return new Promise((resolve, reject) => {
+      // The sync under way began after these writes: it covers them.
+      if (this.running && writes <= this.covering) return this.runningBatch.push({ resolve, reject });
       this.waiting.push({ resolve, reject });
       if (!this.running && !this.queued) {
         this.queued = true;
@@ -49,8 +80,15 @@ export class WalSync {
     if (this.running || this.waiting.length === 0) return;
     const batch = this.waiting;
     this.waiting = [];
+    if (this.failed) return batch.forEach((w) => w.reject(this.failed!.err));
+    const covering = this.o.writes?.() ?? Infinity;
     const settle = (err: unknown) => {
       this.running = false;
+      this.runningBatch = [];
+      if (err) {
+        this.failed ??= { err };
+        this.o.onFatal?.(err);
+      } else if (covering !== Infinity) this.synced = Math.max(this.synced, covering);
       for (const w of batch) if (err) w.reject(err);
       else w.resolve();
       this.start(); // barriers that arrived meanwhile
@@ -63,6 +101,8 @@ export class WalSync {
       return settle((err as NodeJS.ErrnoException).code === 'ENOENT' ? null : err);
     }
     this.running = true;
+    this.covering = covering;
+    this.runningBatch = batch;
     this.sync(this.fd, settle);
   }
 

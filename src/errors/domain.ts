@@ -39,3 +39,13 @@ export class QuotaExceeded extends DomainError {
 export class Unprocessable extends DomainError {}
 /** A write carried a fencing token that is no longer current: the attempt lost its lease. */
 export class LeaseLost extends DomainError {}
+/**
+ * The data disk is full: the write was rolled back whole (→ 507 with Retry-After). Reads still
+ * work, and the same request succeeds once space is freed.
+ */
+export class StorageFull extends DomainError {
+  constructor(message: string, o?: { cause?: unknown }) {
+    super(message);
+    if (o) this.cause = o.cause;
+  }
+}

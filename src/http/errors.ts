@@ -2,7 +2,7 @@ import type { Context } from 'hono';
 import { HTTPException } from 'hono/http-exception';
 import { ZodError } from 'zod';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { Conflict, DomainError, LimitExceeded, NotFound, QuotaExceeded, Unprocessable, LeaseLost } from '../errors/domain.js';
+import { Conflict, DomainError, LimitExceeded, NotFound, QuotaExceeded, Unprocessable, LeaseLost, StorageFull } from '../errors/domain.js';
 import type { AppEnv } from './env.js';
 
 /** The closed set of problems the API answers with. */
@@ -21,7 +21,12 @@ export const PROBLEMS = {
   /** The gateway worked; the function it ran did not succeed (a synchronous invoke). */
   function_failed: { status: 502, title: 'Function failed' },
   unavailable: { status: 503, title: 'Service unavailable' },
+  /** The gateway's data disk is full: the request wrote nothing (RFC 4918 §11.5). */
+  insufficient_storage: { status: 507, title: 'Insufficient storage' },
 } as const;
+
+/** Seconds a client is asked to wait after a full disk: long enough for an operator's cleanup to matter. */
+const STORAGE_RETRY_AFTER_SECONDS = 5;
 
 export type ProblemCode = keyof typeof PROBLEMS;
 
@@ -75,6 +80,7 @@ function fromDomain(err: DomainError): { code: ProblemCode; headers?: Record<str
     return { code: 'rate_limited', type: `/problems/quota/${err.limit}`, headers: { 'retry-after': String(Math.max(1, Math.ceil(err.retryAfterSeconds))) } };
   }
   if (err instanceof LeaseLost) return { code: 'conflict' };
+  if (err instanceof StorageFull) return { code: 'insufficient_storage', headers: { 'retry-after': String(STORAGE_RETRY_AFTER_SECONDS) } };
   return { code: 'bad_request' };
 }
 

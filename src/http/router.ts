@@ -55,6 +55,7 @@ const PROBLEM_DESCRIPTIONS: Record<number, string> = {
   500: 'An internal error; quote the request id',
   502: 'The function ran and did not succeed',
   503: 'Not able to serve now',
+  507: "The gateway's data disk is full: nothing was written; Retry-After says when to try again",
 };
 
 /** Error responses for the OpenAPI document, each a problem+json body. */

@@ -42,11 +42,21 @@ export function jobRoutes(s: Services) {
   const read = requireScope(['jobs:read'], { tenant: true });
   const write = requireScope(['jobs:write'], { tenant: true });
 
-  /** Holds until the job ends or `seconds` pass; returns the job as it then is. */
+  /** Holds until the job ends or `seconds` pass; returns the job as it then is, a final state only once on disk. */
   async function waitFor(tenant: string, job: JobView, seconds: number, signal: () => AbortSignal): Promise<JobView> {
-    if (seconds <= 0 || FINAL_STATES.has(job.state)) return job;
+    if (seconds <= 0 || FINAL_STATES.has(job.state)) return onDisk(job);
     await s.waiters.wait(job.id, seconds * 1000, signal());
-    return s.jobs.get(tenant, job.id);
+    return onDisk(s.jobs.get(tenant, job.id));
+  }
+
+  /**
+   * A read sees an end as soon as it is committed, before its fsync: an answer that reports a
+   * final state leaves only once what it read is on disk (at once when nothing is pending).
+   */
+  async function onDisk<T extends { jobs: JobView[] } | JobView>(answer: T): Promise<T> {
+    const views: JobView[] = 'jobs' in answer ? answer.jobs : [answer as JobView];
+    if (views.some((j) => FINAL_STATES.has(j.state))) await s.store.durable();
+    return answer;
   }
 
   app.openapi(
@@ -113,17 +123,17 @@ export function jobRoutes(s: Services) {
         ...problems(400, 401, 403),
       },
     }),
-    (c) => {
+    async (c) => {
       const q = c.req.valid('query');
       return c.json(
-        s.jobs.list(c.get('principal').tenant!, {
+        await onDisk(s.jobs.list(c.get('principal').tenant!, {
           limit: q.limit,
           ...(q.state && { state: q.state }),
           ...(q.name !== undefined && { name: q.name }),
           ...(q.namePrefix !== undefined && { namePrefix: q.namePrefix }),
           ...(q.function !== undefined && { function: q.function }),
           ...(q.cursor && { cursor: q.cursor }),
-        }),
+        })),
         200,
       );
     },
@@ -234,7 +244,7 @@ export function jobRoutes(s: Services) {
       request: { params: IdParam },
       responses: { 202: jobResponse('Cancelled, or being cancelled'), ...problems(400, 401, 403, 404) },
     }),
-    async (c) => c.json(await s.jobs.cancel(c.get('principal').tenant!, c.req.valid('param').id), 202),
+    async (c) => c.json(await onDisk(await s.jobs.cancel(c.get('principal').tenant!, c.req.valid('param').id)), 202),
   );
 
   app.openapi(

@@ -1,0 +1,122 @@
+import type Database from 'better-sqlite3';
+import { statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
+
+export interface CheckpointOptions {
+  /** How often the worker looks at the WAL. */
+  intervalMs?: number;
+  /**
+   * Past this size the serving connection runs one passive checkpoint itself, between two of its
+   * transactions: it copies the little the worker's passes left, and its next write starts the
+   * WAL over (journal_size_limit then shrinks the file).
+   */
+  maxWalBytes?: number;
+  /** Called once when a checkpoint's fsync fails (see WalSync's onFatal: never retried). */
+  onFatal: (err: Error) => void;
+}
+
+export const CHECKPOINT_INTERVAL_MS = 500;
+export const MAX_WAL_BYTES = 16 * 1024 * 1024;
+/** What a WAL that started over is cut back to. */
+export const WAL_SIZE_LIMIT = 4 * 1024 * 1024;
+
+/**
+ * The worker's code, run from a string: the same text works from the sources under vitest and
+ * from dist/, with no second entry point to build. It has a connection of its own.
+ *
+ * A PASSIVE checkpoint copies WAL frames into the database without taking the writer's lock, so
+ * the gateway commits meanwhile and none of its transactions can be refused for it (a RESTART or
+ * TRUNCATE checkpoint here takes that lock, and a deferred transaction that meets it fails with
+ * SQLITE_BUSY at once). Frames committed during a pass are left for the next one; a few passes
+ * in a row usually catch up, and the gateway's next write then starts the WAL over from its
+ * beginning. Under writes that never pause, the passes never quite catch up: see maxWalBytes.
+ */
+const WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { statSync } = require('node:fs');
+const Database = require(workerData.driver);
+const db = new Database(workerData.file, { fileMustExist: true });
+db.pragma('busy_timeout = 1000');
+const wal = workerData.file + '-wal';
+function pass() {
+  let size;
+  try { size = statSync(wal).size; } catch { return; }
+  if (size === 0) return;
+  // Each pass copies what the gateway committed during the one before; stop once one finds nothing new.
+  let seen = -1;
+  for (let i = 0; i < 8; i++) {
+    const r = db.pragma('wal_checkpoint(PASSIVE)')[0];
+    if (r.busy || r.log === seen) break;
+    seen = r.log;
+  }
+}
+const timer = setInterval(() => {
+  try { pass(); } catch (err) {
+    // A failed fsync is final (the caller exits); anything else (a full disk, a busy lock) changed
+    // nothing and the next tick tries again.
+    if (/FSYNC/.test(String(err.code))) { clearInterval(timer); parentPort.postMessage({ fatal: String(err.code) + ': ' + err.message }); }
+  }
+}, workerData.intervalMs);
+parentPort.on('message', () => { clearInterval(timer); db.close(); parentPort.close(); });
+`;
+
+/**
+ * Checkpoints the WAL of `file` on a worker thread. SQLite's own automatic checkpoint runs inside
+ * the COMMIT that crosses 1000 pages, on the gateway's only thread, and fsyncs the WAL and the
+ * database there; the serving connection turns it off (`wal_autocheckpoint = 0`) and this takes
+ * over. Measured in bench/queue.ts (event-loop delay under durable writes).
+ */
+export class Checkpointer {
+  private readonly worker: Worker;
+  private readonly exited: Promise<void>;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly sqlite: Database.Database,
+    file: string,
+    o: CheckpointOptions,
+  ) {
+    const intervalMs = o.intervalMs ?? CHECKPOINT_INTERVAL_MS;
+    const maxWalBytes = o.maxWalBytes ?? MAX_WAL_BYTES;
+    const driver = createRequire(import.meta.url).resolve('better-sqlite3');
+    this.worker = new Worker(WORKER, {
+      eval: true,
+      workerData: { file, driver, intervalMs },
+    });
+    this.worker.on('message', (m: { fatal: string }) => o.onFatal(new Error(`WAL checkpoint failed: ${m.fatal}`)));
+    // A worker that cannot run leaves the WAL to grow without bound: as fatal as a failed fsync.
+    this.worker.on('error', (err) => o.onFatal(err));
+    this.exited = new Promise((resolve) => this.worker.once('exit', () => resolve()));
+    // A store nobody closes must not keep the process alive.
+    this.worker.unref();
+    this.timer = setInterval(() => this.bound(`${file}-wal`, maxWalBytes, o.onFatal), intervalMs);
+    this.timer.unref();
+  }
+
+  /** The serving connection's catch-up when the worker's passes fell behind (see maxWalBytes). */
+  private bound(wal: string, maxWalBytes: number, onFatal: (err: Error) => void): void {
+    let size: number;
+    try {
+      size = statSync(wal).size;
+    } catch {
+      return; // no WAL yet
+    }
+    if (size <= maxWalBytes) return;
+    try {
+      this.sqlite.pragma('wal_checkpoint(PASSIVE)');
+    } catch (err) {
+      // As in the worker: only a failed fsync is final; a full disk or a busy lock waits for the next tick.
+      if (/FSYNC/.test(String((err as { code?: unknown }).code))) onFatal(err as Error);
+    }
+  }
+
+  /** Stops the worker and closes its connection; resolves once it has exited. */
+  async stop(): Promise<void> {
+    // Held by this wait: an unreferenced worker would let the process end before it closes.
+    clearInterval(this.timer);
+    this.worker.ref();
+    this.worker.postMessage('stop');
+    await this.exited;
+  }
+}
