@@ -10,6 +10,7 @@
  * order; printed), FAULTS_LEASE_MS (5000), FAULTS_DIR (logs; /tmp/corral-faults-PID).
  */
 import Database from 'better-sqlite3';
+import { copyFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { printTable } from '../../bench/lib.js';
 import { check, countsLine, readDb, rejectedLate, unacknowledged, type Counts, type DbView, type Finding } from './checker.js';
@@ -85,14 +86,23 @@ async function main(): Promise<number> {
     [, faults] = await Promise.all([work, faulting]);
     say(`submitted in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${stats.accepted.length} accepted, ${stats.unaccepted.length} never accepted`);
     const drainStart = Date.now();
+    let shown = 0;
     while (Date.now() - drainStart < DRAIN_MS) {
       const left = await Promise.resolve().then(() => unfinished(dbFile)).catch(() => -1);
       if (left === 0) break;
+      if (Date.now() - shown > 15_000) {
+        // What the gateway believes of each agent while jobs wait: evidence for a drain that stalls.
+        shown = Date.now();
+        const agents = await c.admin('GET', '/v1/agents').then((r) => r.json() as Promise<{ agents: Array<{ id: string; freeSlots: number; running: string[] }> }>).catch(() => ({ agents: [] }));
+        say(`  draining: ${left} not final; agents ${agents.agents.map((a) => `${a.id} free ${a.freeSlots} running ${a.running.length}`).join(', ')}`);
+      }
       await sleep(1000);
     }
     say(`drained in ${((Date.now() - drainStart) / 1000).toFixed(1)} s`);
     await c.stop();
     db = readDb(dbFile);
+    // Kept beside the logs for a post-mortem: the data filesystem goes with the teardown.
+    for (const f of [DB_FILE, `${DB_FILE}-wal`]) if (existsSync(join(c.data.dir, f))) copyFileSync(join(c.data.dir, f), join(DIR, f));
   } finally {
     await c.teardown();
   }
