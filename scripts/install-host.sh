@@ -12,6 +12,11 @@ command -v newuidmap >/dev/null || need+=(uidmap)
 # The container executor is a static C binary built on the node: gcc and a static libc.
 command -v gcc >/dev/null || need+=(gcc)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || [ -f /usr/lib/aarch64-linux-gnu/libc.a ] || need+=(libc6-dev)
+# The fault harness (npm run test:faults) puts agents in network namespaces joined by veth pairs
+# (ip), black-holes their links (nft) and starts them inside with nsenter.
+command -v ip >/dev/null || need+=(iproute2)
+command -v nft >/dev/null || need+=(nftables)
+command -v nsenter >/dev/null || need+=(util-linux)
 # The console's browser test drives Debian's chromium (playwright-core downloads no browser).
 command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
