@@ -298,8 +298,13 @@ describe('POST /v1/jobs/:id/rerun', () => {
   it('answers 404 for another tenant’s job, by id and by name', async () => {
     const other = await g.tenant('other');
     const job = await (await submit({ command: 'true', name: 'theirs', stdin: 'secret' }, other)).json();
-    for (const ref of [job.id, 'theirs']) expect((await g.req('POST', `/v1/jobs/${ref}/rerun`, { token: acme })).status).toBe(404);
+    for (const ref of [job.id, 'theirs']) {
+      const res = await g.req('POST', `/v1/jobs/${ref}/rerun`, { token: acme });
+      expect(res.status).toBe(404);
+      expect((await problemOf(res)).body.detail).toBe(`job ${ref} not found`);
+    }
     expect(g.s.store.sqlite.prepare('SELECT count(*) FROM jobs').pluck().get()).toBe(1);
+    expect((await g.req('POST', `/v1/jobs/${job.id}/rerun`, { token: other })).status).toBe(202);
   });
 });
 
