@@ -2,12 +2,14 @@ import { type Args, UsageError, onlyFlags, str } from './args.js';
 import { api, failed, type Api } from './fn.js';
 import { clean, clip, fields, table } from './table.js';
 
-export const JOBS_HELP = `corral jobs ls [--state S] [--name N] [--function F] [--limit N] [--cursor C] [--json]
+export const JOBS_HELP = `corral jobs ls [--state S] [--name N | --name-prefix P] [--function F] [--limit N] [--cursor C] [--json]
 corral jobs get ID|NAME [--json]
 
 ls lists the tenant's jobs, newest first, one page at a time (--limit, default 50, at most 200);
 when there are more it says which --cursor shows the next page. --state is one of queued, running,
-succeeded, failed, timed_out, cancelled. get shows one job (by id or by name) and its attempts.
+succeeded, failed, timed_out, cancelled. --name is an exact name; --name-prefix lists the jobs
+whose name starts with P (exact characters, case-sensitive: % and _ match only themselves).
+get shows one job (by id or by name) and its attempts.
 --json prints the gateway's answer as is: for ls, {"jobs": [...], "nextCursor": ...}.
 Common flags: --url http://127.0.0.1:8080, --token T (or CORRAL_TOKEN, or $CORRAL_DATA/default.token).`;
 
@@ -38,11 +40,13 @@ export function oneJob(args: Args, usage: string, from = 1): string {
 }
 
 async function list(args: Args, a: Api): Promise<number> {
-  onlyFlags(args.flags, [...COMMON, 'json', 'state', 'name', 'function', 'limit', 'cursor']);
+  onlyFlags(args.flags, [...COMMON, 'json', 'state', 'name', 'name-prefix', 'function', 'limit', 'cursor']);
   if (args.positional.length > 1) throw new UsageError(`corral jobs ls takes no arguments, got ${args.positional.slice(1).join(' ')}`);
   const query = new URLSearchParams();
-  for (const k of ['state', 'name', 'function', 'limit', 'cursor']) {
-    const v = str(args.flags, k);
+  // Flag → the API's query parameter.
+  const params = [['state', 'state'], ['name', 'name'], ['name-prefix', 'namePrefix'], ['function', 'function'], ['limit', 'limit'], ['cursor', 'cursor']] as const;
+  for (const [flag, k] of params) {
+    const v = str(args.flags, flag);
     if (v !== undefined) query.set(k, v);
   }
   const state = query.get('state');
