@@ -21,6 +21,7 @@ let acme: Client;
 let acmeToken: string;
 let betaToken: string;
 let adminToken: string;
+let acmeFunctions: (method: string, path: string) => Promise<Response>;
 let context: BrowserContext;
 let profile: string;
 const dialogs: string[] = [];
@@ -35,6 +36,7 @@ beforeAll(async () => {
   acmeToken = await cluster.token({ tenant: 'acme', scopes: [...tenantScopes] });
   betaToken = await cluster.token({ tenant: 'beta', scopes: [...tenantScopes] });
   adminToken = await cluster.token({ scopes: ['admin'] });
+  acmeFunctions = (method, path) => fetch(cluster.url + path, { method, headers: { authorization: `Bearer ${acmeToken}` } });
   profile = mkdtempSync(join(tmpdir(), 'corral-chromium-'));
   context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -116,12 +118,17 @@ describe('the console', () => {
     await page.screenshot({ path: join(ARTIFACTS, 'console-readme.png') });
     await axe(page, 'job');
 
+    // The search box finds names by their beginning, in any script: a Cyrillic and Greek prefix
+    // finds this job and not another that shares only its Cyrillic part.
+    await acme.submit({ command: 'true', name: 'отчёт-другой' });
     await page.getByRole('link', { name: 'Jobs', exact: true }).click();
-    await page.getByLabel('Name').fill('отчёт-δοκιμή-1');
+    await page.getByLabel('Name starts with').fill('отчёт-δο');
     await page.getByRole('button', { name: 'Search' }).click();
-    await expect.poll(() => page.locator('table.jobs tbody tr').count()).toBe(1);
-    expect(await page.locator('table.jobs tbody tr a').textContent()).toBe('отчёт-δοκιμή-1');
-    expect(page.url()).toContain('name=');
+    await expect.poll(() => page.locator('table.jobs tbody tr a').allTextContents()).toEqual(['отчёт-δοκιμή-1']);
+    expect(new URL(page.url()).hash).toBe(`#/jobs?namePrefix=${encodeURIComponent('отчёт-δο')}`);
+    await page.getByLabel('Name starts with').fill('отчёт-');
+    await page.getByRole('button', { name: 'Search' }).click();
+    await expect.poll(() => page.locator('table.jobs tbody tr a').allTextContents()).toEqual(['отчёт-другой', 'отчёт-δοκιμή-1']);
     await shot(page, 'jobs');
     await axe(page, 'jobs');
     await page.close();
@@ -155,6 +162,24 @@ describe('the console', () => {
     await page.getByRole('group', { name: 'Confirm delete' }).getByRole('button', { name: 'Delete' }).click();
     await heading(page).filter({ hasText: 'Jobs' }).waitFor();
     expect((await acme.request('GET', `/v1/jobs/${job.id}`)).status).toBe(404);
+    await page.close();
+  });
+
+  it('re-runs a job with the same request, its stdin included, and says the stdin is kept', async () => {
+    const stdin = 'piped in ✓\nsecond line\n';
+    const { job } = await acme.submit({ command: 'cat; echo end', stdin, name: 'with stdin' }, 30);
+    expect(job.state, JSON.stringify(job)).toBe('succeeded');
+    const page = await signIn(acmeToken, `#/jobs/${job.id}`);
+    await page.locator('.output[data-status="ended"]').waitFor({ timeout: 15_000 });
+    expect(await page.locator('.kv').textContent()).toContain(`Standard input${Buffer.byteLength(stdin)} bytes (kept)`);
+    await page.getByRole('button', { name: 'Re-run' }).click();
+    await page.waitForURL((u) => u.hash.startsWith('#/jobs/') && !u.hash.includes(job.id));
+    const rerunId = decodeURIComponent(new URL(page.url()).hash.slice('#/jobs/'.length));
+    await page.locator('.summary .badge', { hasText: 'succeeded' }).waitFor({ timeout: 20_000 });
+    await page.locator('.output[data-status="ended"]').waitFor();
+    expect(await page.locator('.output .out').allTextContents()).toEqual([`${stdin}end\n`]);
+    expect(await acme.output(rerunId, 'stdout')).toBe(`${stdin}end\n`);
+    expect(await heading(page).textContent()).toBe(rerunId);
     await page.close();
   });
 
@@ -205,6 +230,30 @@ describe('the console', () => {
     await axe(page, 'function');
     await page.getByRole('button', { name: 'I have copied it' }).click();
     expect(await page.locator('#secret-value').count()).toBe(0);
+
+    // Deleting a trigger asks first, from the keyboard alone: Enter opens the question with
+    // focus on Keep (a second Enter deletes nothing), Escape puts focus back on "Delete…".
+    const triggers = async () => ((await (await acmeFunctions('GET', '/v1/functions/shout/triggers')).json()) as { triggers: unknown[] }).triggers.length;
+    const ask = page.locator('.trigger').getByRole('button', { name: 'Delete…' });
+    const focused = () => page.evaluate(() => document.activeElement?.textContent ?? '');
+    await ask.focus();
+    await page.keyboard.press('Enter');
+    await page.getByRole('group', { name: 'Confirm delete' }).waitFor();
+    expect(await focused()).toBe('Keep');
+    await page.keyboard.press('Enter');
+    await ask.waitFor();
+    expect(await focused()).toBe('Delete…');
+    await page.keyboard.press('Enter');
+    await page.keyboard.press('Escape');
+    await ask.waitFor();
+    expect(await focused()).toBe('Delete…');
+    expect(await triggers()).toBe(1);
+    await page.keyboard.press('Enter');
+    await page.keyboard.press('Shift+Tab');
+    expect(await focused()).toBe('Delete');
+    await page.keyboard.press('Enter');
+    await page.getByText('No triggers.').waitFor();
+    expect(await triggers()).toBe(0);
     await page.goto(`${cluster.url}/#/functions`);
     await page.getByRole('link', { name: 'shout' }).waitFor();
     await shot(page, 'functions');
@@ -212,13 +261,35 @@ describe('the console', () => {
     await page.close();
   });
 
-  it('charts usage with data once jobs have run', async () => {
+  it('charts jobs per hour and CPU-seconds per day with data once jobs have run', async () => {
     const page = await signIn(acmeToken, '#/usage');
-    const canvas = page.locator('.chart canvas').first();
+    const perHour = page.locator('.chart', { has: page.getByRole('img', { name: /^Jobs per hour/ }) });
+    const canvas = perHour.locator('canvas');
     await canvas.waitFor();
     const box = await canvas.boundingBox();
     expect(box!.width).toBeGreaterThan(100);
     expect(box!.height).toBeGreaterThan(50);
+    // The jobs that ran in this file ended this hour: the chart's numbers say so.
+    const label = (await perHour.getByRole('img').getAttribute('aria-label'))!;
+    const [, ended, failed] = /: (\d+) ended, (\d+) of them failed$/.exec(label)!;
+    expect(Number(ended)).toBeGreaterThanOrEqual(4);
+    expect(Number(failed)).toBeGreaterThanOrEqual(1); // the job cancelled above
+    const { hours } = (await (await acme.request('GET', '/v1/usage')).json()) as { hours: Array<{ hour: string; jobs: number; failures: number }> };
+    await page.getByText('Per hour, as a table').click();
+    const rows = page.getByRole('table', { name: 'Jobs per hour' }).locator('tbody tr');
+    await rows.first().waitFor();
+    expect(await rows.evaluateAll((trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)))).toEqual(
+      hours.filter((h) => h.jobs > 0).map((h) => [`${h.hour.replace('T', ' ')}:00`, String(h.jobs), String(h.failures)]),
+    );
+    // The canvas has something drawn on it: bars, not an empty frame.
+    const painted = await canvas.evaluate((c: HTMLCanvasElement) => {
+      const d = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
+      let n = 0;
+      for (let i = 0; i < d.length; i += 4) if (d[i + 3]! > 0 && !(d[i]! > 240 && d[i + 1]! > 240 && d[i + 2]! > 240)) n++;
+      return n;
+    });
+    expect(painted).toBeGreaterThan(100);
+    await expect.poll(() => page.locator('.chart canvas').count()).toBe(2);
     expect(await page.locator('main').textContent()).toContain('cancelled');
     await shot(page, 'usage');
     await axe(page, 'usage');

@@ -6,13 +6,22 @@ export interface Series {
   label: string;
   values: number[];
   bars?: boolean;
+  /** The colour, one of the stylesheet's: the caption's key for it uses the same. */
+  tone?: keyof typeof TONES;
 }
 
+/** The stylesheet's --accent and --danger, as stroke and fill (uPlot draws on a canvas, not CSS). */
+const TONES = {
+  accent: ['#1f5fa8', 'rgba(31,95,168,0.25)'],
+  danger: ['#a61b1b', 'rgba(166,27,27,0.25)'],
+} as const;
+
 /**
- * A uPlot chart that fills its container's width. The canvas is decoration for sighted readers:
- * the same numbers are in the table the page shows beside it, and `summary` labels the figure.
+ * A uPlot chart of one or more series over time that fills its container's width. The canvas
+ * is decoration for sighted readers: the same numbers are in the table the page shows beside
+ * it, and `summary` labels the figure.
  */
-export function Chart({ x, series, summary, unit }: { x: number[]; series: Series; summary: string; unit: string }) {
+export function Chart({ x, series, summary, unit }: { x: number[]; series: Series[]; summary: string; unit: string }) {
   const box = useRef<HTMLDivElement>(null);
   useEffect(() => {
     const el = box.current;
@@ -24,20 +33,22 @@ export function Chart({ x, series, summary, unit }: { x: number[]; series: Serie
         height: 220,
         legend: { show: false },
         cursor: { show: true, drag: { x: false, y: false } },
-        scales: { x: { time: true } },
+        // Bars are centred on their time: half a step of room at each end keeps the first and
+        // last whole.
+        scales: { x: { time: true, ...(series.some((s) => s.bars) && x.length > 1 && { range: (_u: uPlot, min: number, max: number): uPlot.Range.MinMax => [min - (x[1]! - x[0]!) / 2, max + (x[1]! - x[0]!) / 2] }) } },
         axes: [{ stroke: '#333' }, { stroke: '#333', label: unit, size: 60 }],
         series: [
           {},
-          {
-            label: series.label,
-            stroke: '#1f5fa8',
-            fill: 'rgba(31,95,168,0.25)',
+          ...series.map((s) => ({
+            label: s.label,
+            stroke: TONES[s.tone ?? 'accent'][0],
+            fill: TONES[s.tone ?? 'accent'][1],
             width: 2,
-            ...(series.bars && { paths: uPlot.paths.bars!({ size: [0.6, 40] }), points: { show: false } }),
-          },
+            ...(s.bars && { paths: uPlot.paths.bars!({ size: [0.6, 40] }), points: { show: false } }),
+          })),
         ],
       },
-      [x, series.values],
+      [x, ...series.map((s) => s.values)],
       el,
     );
     const ro = new ResizeObserver(() => plot.setSize({ width: width(), height: 220 }));
@@ -46,6 +57,7 @@ export function Chart({ x, series, summary, unit }: { x: number[]; series: Serie
       ro.disconnect();
       plot.destroy();
     };
-  }, [x.join(','), series.values.join(',')]);
-  return html`<figure class="chart"><div ref=${box} role="img" aria-label=${summary}></div><figcaption>${series.label}</figcaption></figure>`;
+  }, [x.join(','), series.map((s) => s.values.join(',')).join(';')]);
+  return html`<figure class="chart"><div ref=${box} role="img" aria-label=${summary}></div>
+    <figcaption>${series.map((s, i) => html`${i > 0 && ' · '}<span class=${`key tone-${s.tone ?? 'accent'}`}>${s.label}</span>`)}</figcaption></figure>`;
 }

@@ -34,7 +34,10 @@ export interface Job {
   cpuset: string | null;
   memory: number | string | null;
   env: Record<string, string>;
+  /** Rows from before stdin had its own column still echo it. */
   stdin?: string | null;
+  /** The size of the stdin the job was given; a re-run sends it again. */
+  stdinBytes: number;
   fresh?: boolean;
   callbackUrl?: string | null;
   attempts: Attempt[];
@@ -91,10 +94,19 @@ export interface Day {
   failures: Record<string, number>;
 }
 
+export interface Hour {
+  /** 'YYYY-MM-DDTHH', UTC. */
+  hour: string;
+  jobs: number;
+  failures: number;
+}
+
 export interface Usage {
   tenant: string;
   quota: Record<string, number | null>;
   now: { queued: number; running: number; oldestQueuedAgeSeconds: number };
   days: Day[];
+  /** The last 48 UTC hours, newest first. */
+  hours: Hour[];
   budget: { cpuSecondsPerDay: number | null; usedToday: number; leftToday: number | null };
 }

@@ -1,5 +1,6 @@
 import { html } from 'htm/preact';
 import type { ComponentChildren } from 'preact';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError } from './api.js';
 
 /** Small shared pieces. Everything renders through Preact, which sets text, never markup. */
@@ -90,4 +91,29 @@ export function Page({ title, children, actions }: { title: string; children: Co
     <header class="page-head"><h1 id="page-title" tabindex="-1">${title}</h1>${actions && html`<div class="actions">${actions}</div>`}</header>
     ${children}
   </section>`;
+}
+
+/**
+ * A destructive action behind a confirm, in place: "Delete…" opens the question with the action
+ * and Keep. Focus goes to Keep when it opens (Enter twice must not destroy anything), and back
+ * to "Delete…" when Keep or Escape closes it, so it works from the keyboard alone.
+ */
+export function ConfirmButton({ label, question, action, onConfirm }: { label: string; question: string; action: string; onConfirm: () => void }) {
+  const [open, setOpen] = useState(false);
+  const opener = useRef<HTMLButtonElement>(null);
+  const keep = useRef<HTMLButtonElement>(null);
+  const closedByUser = useRef(false);
+  useEffect(() => {
+    if (open) keep.current?.focus();
+    else if (closedByUser.current) opener.current?.focus();
+    closedByUser.current = false;
+  }, [open]);
+  const close = () => {
+    closedByUser.current = true;
+    setOpen(false);
+  };
+  if (!open) return html`<button type="button" class="secondary" ref=${opener} onClick=${() => setOpen(true)}>${label}</button>`;
+  return html`<span class="confirm" role="group" aria-label="Confirm delete" onKeyDown=${(e: KeyboardEvent) => e.key === 'Escape' && close()}>${question}
+    <button type="button" class="danger" onClick=${onConfirm}>${action}</button>
+    <button type="button" class="secondary" ref=${keep} onClick=${close}>Keep</button></span>`;
 }

@@ -3,7 +3,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { api, enc, send, token } from '../api.js';
 import { go, href } from '../router.js';
 import type { Fn, Job } from '../types.js';
-import { Field, Page, ProblemBanner, StateBadge, describedBy, fmtTime } from '../ui.js';
+import { ConfirmButton, Field, Page, ProblemBanner, StateBadge, describedBy, fmtTime } from '../ui.js';
 import { FunctionForm } from './function-form.js';
 import { Triggers } from './triggers.js';
 
@@ -71,7 +71,6 @@ function RecentJobs({ name }: { name: string }) {
 export function FunctionDetail({ name }: { name: string }) {
   const [fn, setFn] = useState<Fn | null>(null);
   const [error, setError] = useState<unknown>(null);
-  const [confirming, setConfirming] = useState(false);
   useEffect(() => {
     api<Fn>(`/v1/functions/${enc(name)}`).then(setFn, setError);
   }, [name]);
@@ -83,11 +82,8 @@ export function FunctionDetail({ name }: { name: string }) {
       setError(e);
     }
   };
-  return html`<${Page} title=${`Function ${name}`} actions=${confirming
-    ? html`<span class="confirm" role="group" aria-label="Confirm delete">Delete this function and its triggers?
-        <button type="button" class="danger" onClick=${remove}>Delete</button>
-        <button type="button" class="secondary" onClick=${() => setConfirming(false)}>Keep</button></span>`
-    : html`<button type="button" class="secondary" onClick=${() => setConfirming(true)}>Delete…</button>`}>
+  return html`<${Page} title=${`Function ${name}`}
+    actions=${html`<${ConfirmButton} label="Delete…" question="Delete this function and its triggers?" action="Delete" onConfirm=${remove} />`}>
     <${ProblemBanner} error=${error} />
     ${fn && html`
       <h2>Invoke</h2><${Invoke} name=${name} />

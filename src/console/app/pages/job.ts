@@ -4,7 +4,7 @@ import { api, enc } from '../api.js';
 import { Output } from '../output.js';
 import { go, href } from '../router.js';
 import { FINAL, type Job } from '../types.js';
-import { Page, ProblemBanner, StateBadge, fmtBytes, fmtCommand, fmtDuration, fmtNum, fmtTime } from '../ui.js';
+import { ConfirmButton, Page, ProblemBanner, StateBadge, fmtBytes, fmtCommand, fmtDuration, fmtNum, fmtTime } from '../ui.js';
 
 interface Delivery {
   id: string;
@@ -14,16 +14,6 @@ interface Delivery {
   lastError: string | null;
   createdAt: string;
   tries: Array<{ at: string; status?: number | null; error?: string | null }>;
-}
-
-/** The fields of the original request, to send again as a new job (a name is unique, so not that). */
-export function sameRequest(j: Job): Record<string, unknown> {
-  const r: Record<string, unknown> = { command: j.command, image: j.image, timeout: j.timeout, retries: j.retries, env: j.env, fresh: j.fresh ?? false };
-  for (const k of ['cpu', 'cpuset', 'memory', 'stdin', 'callbackUrl', 'network'] as const) {
-    const v = (j as unknown as Record<string, unknown>)[k];
-    if (v !== undefined && v !== null) r[k] = v;
-  }
-  return r;
 }
 
 function Request({ job }: { job: Job }) {
@@ -37,7 +27,8 @@ function Request({ job }: { job: Job }) {
     ['Environment', Object.entries(job.env ?? {}).map(([k, v]) => `${k}=${v}`).join('\n') || '—'],
     ['Fresh container', job.fresh ? 'yes' : 'no'],
   ];
-  if (job.stdin) rows.push(['Standard input', job.stdin]);
+  // The bytes are not shown (they can be megabytes); Re-run sends them again.
+  if (job.stdinBytes > 0) rows.push(['Standard input', `${job.stdinBytes} bytes (kept)`]);
   if (job.callbackUrl) rows.push(['Callback URL', job.callbackUrl]);
   if (job.function) rows.push(['Function', `${job.function} (version ${job.functionVersion ?? '?'})`]);
   return html`<dl class="kv">${rows.map(([k, v]) => html`<dt>${k}</dt><dd><span class="pre">${v}</span></dd>`)}</dl>`;
@@ -69,7 +60,6 @@ function Deliveries({ id }: { id: string }) {
 export function JobDetail({ id }: { id: string }) {
   const [job, setJob] = useState<Job | null>(null);
   const [error, setError] = useState<unknown>(null);
-  const [confirming, setConfirming] = useState(false);
   const [tick, setTick] = useState(0);
   useEffect(() => {
     let stop = false;
@@ -104,8 +94,9 @@ export function JobDetail({ id }: { id: string }) {
     await api(`/v1/jobs/${enc(id)}`, { method: 'DELETE' });
     go('#/jobs');
   });
+  // The gateway copies the request and its stdin (which views do not carry) into a new job.
   const rerun = () => act(async () => {
-    const next = await api<Job>('/v1/jobs', { method: 'POST', json: sameRequest(job!) });
+    const next = await api<Job>(`/v1/jobs/${enc(id)}/rerun`, { method: 'POST' });
     go(href('jobs', next.id));
   });
   if (!job) return html`<${Page} title="Job">${error ? html`<${ProblemBanner} error=${error} />` : html`<p aria-busy="true">Loading…</p>`}<//>`;
@@ -115,11 +106,7 @@ export function JobDetail({ id }: { id: string }) {
       ${!final && html`<button type="button" class="danger" onClick=${cancel}>Cancel</button>`}
       <button type="button" onClick=${rerun}>Re-run</button>
       <a class="button secondary" href=${`${href('submit')}?from=${enc(job.id)}`}>Edit and re-run</a>
-      ${confirming
-        ? html`<span class="confirm" role="group" aria-label="Confirm delete">Delete this job and its output?
-            <button type="button" class="danger" onClick=${remove}>Delete</button>
-            <button type="button" class="secondary" onClick=${() => setConfirming(false)}>Keep</button></span>`
-        : html`<button type="button" class="secondary" onClick=${() => setConfirming(true)}>Delete…</button>`}`}>
+      <${ConfirmButton} label="Delete…" question="Delete this job and its output?" action="Delete" onConfirm=${remove} />`}>
     <${ProblemBanner} error=${error} />
     <p class="summary" aria-live="polite">
       <span class="state-line">State: <${StateBadge} state=${job.state} /></span>

@@ -11,20 +11,20 @@ const PAGE = 25;
 /** Jobs, newest first: filters live in the URL so a filtered view can be linked and reloaded. */
 export function Jobs({ route }: { route: Route }) {
   const state = route.query.get('state') ?? '';
-  const name = route.query.get('name') ?? '';
+  const prefix = route.query.get('namePrefix') ?? '';
   const fn = route.query.get('function') ?? '';
   const [cursors, setCursors] = useState<string[]>([]);
   const [page, setPage] = useState<{ jobs: Job[]; nextCursor: string | null } | null>(null);
   const [error, setError] = useState<unknown>(null);
   const cursor = cursors[cursors.length - 1];
-  const filterKey = `${state}|${name}|${fn}`;
+  const filterKey = `${state}|${prefix}|${fn}`;
   useEffect(() => setCursors([]), [filterKey]);
   useEffect(() => {
     let stop = false;
     let timer: ReturnType<typeof setTimeout>;
     const load = async () => {
       try {
-        const p = await api<{ jobs: Job[]; nextCursor: string | null }>(`/v1/jobs${qs({ state, name, function: fn, cursor, limit: PAGE })}`);
+        const p = await api<{ jobs: Job[]; nextCursor: string | null }>(`/v1/jobs${qs({ state, namePrefix: prefix, function: fn, cursor, limit: PAGE })}`);
         if (!stop) {
           setPage(p);
           setError(null);
@@ -44,13 +44,15 @@ export function Jobs({ route }: { route: Route }) {
   const apply = (e: Event) => {
     e.preventDefault();
     const f = new FormData(e.target as HTMLFormElement);
-    const q = qs({ state: String(f.get('state') ?? ''), name: String(f.get('name') ?? '').trim(), function: String(f.get('function') ?? '').trim() });
+    // A name never starts with a space, but a prefix may end with one ("nightly ").
+    const q = qs({ state: String(f.get('state') ?? ''), namePrefix: String(f.get('namePrefix') ?? '').trimStart(), function: String(f.get('function') ?? '').trim() });
     go(`#/jobs${q}`);
   };
   return html`<${Page} title="Jobs" actions=${html`<a class="button" href=${href('submit')}>Submit a job</a>`}>
     <form class="filters" role="search" aria-label="Filter jobs" onSubmit=${apply}>
-      <div class="field"><label for="f-name">Name</label>
-        <input id="f-name" name="name" type="search" value=${name} placeholder="exact job name" autocomplete="off" /></div>
+      <div class="field"><label for="f-name">Name starts with</label>
+        <input id="f-name" name="namePrefix" type="search" value=${prefix} autocomplete="off" aria-describedby="f-name-help" />
+        <p class="help" id="f-name-help">Exact characters, case-sensitive.</p></div>
       <div class="field"><label for="f-state">State</label>
         <select id="f-state" name="state" value=${state}>
           <option value="">any</option>
@@ -59,7 +61,7 @@ export function Jobs({ route }: { route: Route }) {
       <div class="field"><label for="f-function">Function</label>
         <input id="f-function" name="function" type="search" value=${fn} autocomplete="off" /></div>
       <button type="submit">Search</button>
-      ${(state || name || fn) && html`<a href="#/jobs" class="button secondary">Clear</a>`}
+      ${(state || prefix || fn) && html`<a href="#/jobs" class="button secondary">Clear</a>`}
     </form>
     <${ProblemBanner} error=${error} />
     <div class="table-wrap" aria-live="polite" aria-busy=${page ? 'false' : 'true'}>
@@ -77,7 +79,7 @@ export function Jobs({ route }: { route: Route }) {
           )}
         </tbody>
       </table>
-      ${page && page.jobs.length === 0 && html`<p class="empty">No jobs${state || name || fn ? ' match these filters' : ' yet'}.</p>`}
+      ${page && page.jobs.length === 0 && html`<p class="empty">No jobs${state || prefix || fn ? ' match these filters' : ' yet'}.</p>`}
     </div>
     <nav class="pager" aria-label="Pages">
       <button type="button" class="secondary" disabled=${cursors.length === 0} onClick=${() => setCursors(cursors.slice(0, -1))}>Newer</button>

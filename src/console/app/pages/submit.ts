@@ -89,12 +89,17 @@ export function Submit({ route }: { route: Route }) {
   const [images, setImages] = useState<Image[]>([]);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+  const [source, setSource] = useState<Job | null>(null);
   const from = route.query.get('from');
   useEffect(() => {
     api<{ images: Image[] }>('/v1/images').then((r) => setImages(r.images), setError);
   }, []);
   useEffect(() => {
-    if (from) api<Job>(`/v1/jobs/${enc(from)}`).then((j) => setForm(fromJob(j)), setError);
+    if (from)
+      api<Job>(`/v1/jobs/${enc(from)}`).then((j) => {
+        setSource(j);
+        setForm(fromJob(j));
+      }, setError);
   }, [from]);
   const set = (k: keyof Form) => (e: Event) => {
     const t = e.target as HTMLInputElement;
@@ -132,6 +137,9 @@ export function Submit({ route }: { route: Route }) {
     <${ProblemBanner} error=${error instanceof ApiError && error.problem.errors?.some((x) => x.field !== '(body)') ? null : error} />
     ${error instanceof ApiError && error.problem.errors?.some((x) => x.field !== '(body)') &&
     html`<div class="banner error" role="alert">${error.problem.detail ?? 'Some fields need a change'}: see the messages below.</div>`}
+    ${source && source.stdinBytes > 0 && !source.stdin &&
+    html`<p class="banner">The job had ${source.stdinBytes} bytes of standard input. Job views do not show it, so this form does not send it again:
+      type it below, or use <a href=${href('jobs', source.id)}>Re-run</a> on the job's page, which keeps it.</p>`}
     <form class="job-form" onSubmit=${submit} novalidate>
       ${control(first!)}
       <${Field} id="job-image" label="Image" help="The root filesystem the container is made from." error=${imageErr}>

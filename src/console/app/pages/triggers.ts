@@ -2,7 +2,7 @@ import { html } from 'htm/preact';
 import { useEffect, useState } from 'preact/hooks';
 import { api, enc, send } from '../api.js';
 import type { Trigger } from '../types.js';
-import { CopyButton, ProblemBanner, fmtTime } from '../ui.js';
+import { ConfirmButton, CopyButton, ProblemBanner, fmtTime } from '../ui.js';
 
 /** A function's triggers. A secret comes back only from create and rotate, and is shown that once. */
 export function Triggers({ name }: { name: string }) {
@@ -54,7 +54,7 @@ export function Triggers({ name }: { name: string }) {
           (t) => html`<li class="trigger"><code>${t.url}</code> <span class="muted">${t.kind}, created ${fmtTime(t.createdAt)}${t.rotatedAt ? `, rotated ${fmtTime(t.rotatedAt)}` : ''}</span>
             <span class="row"><${CopyButton} text=${t.url} label="Copy URL" />
             <button type="button" class="secondary" onClick=${() => rotate(t.id)}>Rotate secret</button>
-            <button type="button" class="danger" onClick=${() => remove(t.id)}>Delete</button></span></li>`,
+            <${ConfirmButton} label="Delete…" question="Delete this trigger? Its URL stops working." action="Delete" onConfirm=${() => remove(t.id)} /></span></li>`,
         )}</ul>`}
   </div>`;
 }
