@@ -8,9 +8,12 @@ export class Metrics {
   readonly httpDuration: Histogram<'method' | 'route' | 'status'>;
   readonly attemptsEnded: Counter<'reason'>;
   readonly agentsConnected: Gauge;
+  readonly retentionDeleted: Counter<'kind'>;
 
   constructor(db: Database.Database, opts: { agents: () => number; defaultMetrics?: boolean; tenantLabels?: number } = { agents: () => 0 }) {
-    const byState = db.prepare(`SELECT state, count(*) AS n FROM jobs GROUP BY state`);
+    // job_counts is kept by triggers: a few rows per tenant, where counting jobs walked every
+    // stored job (1.3 s of the event loop per scrape with 1,000,000 of them).
+    const byState = db.prepare(`SELECT state, sum(n) AS n FROM job_counts GROUP BY state`);
     new Gauge({
       name: 'corral_jobs',
       help: 'Jobs by state',
@@ -44,6 +47,12 @@ export class Metrics {
       collect() {
         this.set(agents());
       },
+    });
+    this.retentionDeleted = new Counter({
+      name: 'corral_retention_deleted_total',
+      help: 'Rows the retention sweep deleted, by kind (jobs, usageHours, idempotencyKeys, triggerDeliveries)',
+      labelNames: ['kind'],
+      registers: [this.registry],
     });
     if (opts.defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }
