@@ -66,6 +66,13 @@ const GatewayConfigSchema = z.object({
    * attempts to end and report before it exits. `corral up` passes it to its local agent too.
    */
   drainMs: z.coerce.number().int().min(0).default(30_000),
+  /**
+   * Days a finished job — its output, attempts and callback deliveries — is kept before the
+   * retention sweep deletes it, with idempotency keys and hourly usage; a tenant's quota
+   * `retentionDays` overrides it for that tenant's jobs and hours. At least a day: callbacks are
+   * retried for up to 24 h after a job ends.
+   */
+  retentionDays: z.coerce.number().int().min(1).max(36_500).default(7),
   /** Base URL printed in trigger and console links. */
   publicUrl: z.string().url().optional(),
 });
@@ -92,6 +99,7 @@ const ENV_KEYS: Record<keyof z.input<typeof GatewayConfigSchema>, string> = {
   callbackPrivate: 'CORRAL_CALLBACK_PRIVATE',
   logLevel: 'CORRAL_LOG_LEVEL',
   drainMs: 'CORRAL_DRAIN_MS',
+  retentionDays: 'CORRAL_RETENTION_DAYS',
   publicUrl: 'CORRAL_PUBLIC_URL',
 };
 

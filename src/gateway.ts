@@ -58,6 +58,7 @@ export async function startGateway(config: GatewayConfig, o: BuildOptions = {}):
   services.hub.attach(server);
   services.scheduler.start();
   services.callbacks.deliverer.start();
+  services.retention.start();
   const addr = server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.port;
   const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
@@ -88,6 +89,7 @@ export async function startGateway(config: GatewayConfig, o: BuildOptions = {}):
       services.scheduler.stop();
       // Before the store closes: tries under way are cut short and left pending for the next start.
       await services.callbacks.deliverer.stop();
+      await services.retention.stop();
       await services.hub.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -15,6 +15,7 @@ import { FunctionService } from './functions/service.js';
 import { TriggerService } from './triggers/service.js';
 import { Metrics } from './metrics/metrics.js';
 import { OutputStore } from './output/store.js';
+import { RetentionSweeper } from './retention/sweeper.js';
 import { JobMachine, type Clock } from './queue/machine.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { TenantService } from './tenants/service.js';
@@ -45,6 +46,8 @@ export interface Services {
   scheduler: Scheduler;
   metrics: Metrics;
   callbacks: Callbacks;
+  /** Deletes finished jobs and other records past their retention (started by startGateway). */
+  retention: RetentionSweeper;
 }
 
 export interface BuildOptions {
@@ -88,5 +91,13 @@ export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Serv
     usage,
   });
   const callbacks = buildCallbacks({ config, store, machine, jobs, box, clock: o.clock, log }, o.callbacks);
-  return { config, log, store, secret, verifier, machine, output, tenants, images, admission, usage, jobs, functions, box, triggers, waiters, hub, scheduler, metrics, callbacks };
+  const retention = new RetentionSweeper({
+    store,
+    tenants,
+    defaultDays: config.retentionDays,
+    log,
+    clock: machine.clock,
+    onDeleted: (kind, n) => metrics.retentionDeleted.inc({ kind }, n),
+  });
+  return { config, log, store, secret, verifier, machine, output, tenants, images, admission, usage, jobs, functions, box, triggers, waiters, hub, scheduler, metrics, callbacks, retention };
 }

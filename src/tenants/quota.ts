@@ -13,6 +13,8 @@ export const DEFAULT_QUOTA = {
   maxCpu: 2,
   cpuSecondsPerDay: 36_000,
   maxOutputBytes: 1024 ** 2,
+  /** Days a finished job (its output, attempts and deliveries) is kept; null: the gateway's `--retention-days`. */
+  retentionDays: null,
 } as const;
 
 /**
@@ -21,11 +23,12 @@ export const DEFAULT_QUOTA = {
  * the ones that shape a single job (`maxConcurrent`, `maxTimeoutSeconds`, `maxMemoryBytes`,
  * `maxCpu`, `maxOutputBytes`) must be numbers, since a job always runs with some bound. Zero is
  * never a value: a zero concurrency or memory would accept jobs that can never run.
+ * `retentionDays` is not a limit but how long finished jobs are kept: `null` is the gateway's default.
  *
  * @example PATCH /v1/tenants/acme {"quota": {"ratePerMinute": null, "maxConcurrent": 4}}
  */
 export type Quota = {
-  [K in keyof typeof DEFAULT_QUOTA]: K extends UnlimitedKey ? number | null : number;
+  [K in keyof typeof DEFAULT_QUOTA]: K extends UnlimitedKey | 'retentionDays' ? number | null : number;
 };
 export type UnlimitedKey = 'ratePerMinute' | 'firesPerMinute' | 'maxQueued' | 'cpuSecondsPerDay';
 
@@ -47,6 +50,8 @@ export const QuotaPatchSchema = z
     maxCpu: z.number().positive('must be positive').max(1024, 'must be at most 1024'),
     cpuSecondsPerDay: pace(1_000_000_000),
     maxOutputBytes: limit(1024 ** 3),
+    // At least a day: the callback retry schedule runs up to 24 h after a job ends.
+    retentionDays: limit(36_500).nullable().openapi({ description: "Days a finished job is kept; null means the gateway's default (--retention-days)" }),
   })
   .partial()
   .strict()

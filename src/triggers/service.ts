@@ -34,7 +34,7 @@ export interface Fire {
 const MAX_EVENT_LENGTH = 128;
 const MAX_CONTENT_TYPE_BYTES = 1024;
 /** Delivery records are kept this long: senders retry a delivery for hours to days (Standard Webhooks: ~1.5 days). */
-const DELIVERY_RETENTION_MS = 30 * 24 * 3600 * 1000;
+export const DELIVERY_RETENTION_MS = 30 * 24 * 3600 * 1000;
 const PRUNE_EVERY_MS = 3600 * 1000;
 /** Longest id looked up; a longer one cannot be a trigger's and is looked up as '' (same work, no row). */
 const MAX_ID_LENGTH = 64;
