@@ -1,11 +1,14 @@
-import { readlinkSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GroupCommit } from '../src/db/group-commit.js';
 import { createApp } from '../src/http/app.js';
 import { testGateway, type TestGateway } from './fixtures.js';
+import { CLI, freePort, runCli } from './helpers/process.js';
 
 type Held = Array<{ path: string; done: (err: NodeJS.ErrnoException | null) => void }>;
 
@@ -108,5 +111,168 @@ describe('answers that report a final state wait for the disk', () => {
       expect(again.status).toBe(200);
     }
     expect(syncs).toHaveLength(1);
+  });
+});
+
+/** What the gateway did, read back from an `strace -f -yy -xx` log. */
+interface Traced {
+  /** fdatasync/fsync calls on the WAL that returned 0: the log lines where each began and ended. */
+  syncs: Array<{ start: number; end: number }>;
+  /** Each job id's first commit to the WAL (the line its transaction's commit frame was written). */
+  commits: Map<string, number>;
+  /** Each 202 written to a client socket: the line its first byte left on, and the job it names. */
+  accepted: Array<{ line: number; id: string }>;
+}
+
+const hex = (s: string) => Buffer.from(s.replace(/\\x/g, ''), 'hex');
+const JOB_IDS = /job_[0-9A-Z]{26}/g;
+
+/**
+ * Reads a trace line by line. Lines are in the order strace handled each stop, and a thread waits
+ * at its entry stop until strace has handled it: a call whose entry comes after another's exit in
+ * the log began after that one ended, whatever threads made them.
+ */
+function readTrace(text: string): Traced {
+  const syncs: Traced['syncs'] = [];
+  const commits = new Map<string, number>();
+  const accepted: Traced['accepted'] = [];
+  const open = new Map<string, { name: string; path: string; data: Buffer; start: number }>();
+  /** Per thread: the frame header last written to the WAL, and the ids in its transaction so far. */
+  const txn = new Map<string, { commitFrame: boolean; ids: Set<string> }>();
+  const status202 = new Map<string, number>();
+  const done = (pid: string, c: { name: string; path: string; data: Buffer; start: number }, end: number, ret: string) => {
+    if (c.path.endsWith('-wal')) {
+      if ((c.name === 'fdatasync' || c.name === 'fsync') && ret === '0') syncs.push({ start: c.start, end });
+      if (c.name !== 'pwrite64') return;
+      const t = txn.get(pid) ?? { commitFrame: false, ids: new Set() };
+      txn.set(pid, t);
+      // A frame is a 24-byte header (bytes 4-7: the database size after commit, 0 unless this
+      // frame commits) then its page, each its own pwrite; the WAL's own header is 32 bytes.
+      if (c.data.length === 24) t.commitFrame = c.data.readUInt32BE(4) !== 0;
+      else if (c.data.length > 32) {
+        for (const id of c.data.toString('latin1').match(JOB_IDS) ?? []) t.ids.add(id);
+        if (t.commitFrame) {
+          for (const id of t.ids) if (!commits.has(id)) commits.set(id, end);
+          txn.set(pid, { commitFrame: false, ids: new Set() });
+        }
+      }
+    } else if (c.path.startsWith('TCP')) {
+      const body = c.data.toString('utf8');
+      if (body.startsWith('HTTP/1.1 202')) status202.set(c.path, c.start);
+      const id = /"id":"(job_[0-9A-Z]{26})"/.exec(body)?.[1];
+      const first = status202.get(c.path);
+      if (id !== undefined && first !== undefined) {
+        accepted.push({ line: first, id });
+        status202.delete(c.path);
+      }
+    }
+  };
+  text.split('\n').forEach((raw, line) => {
+    const m = /^(\d+) (?:[\d:.]+ )?(.*)$/.exec(raw);
+    if (!m) return;
+    const [, pid, rest] = m as unknown as [string, string, string];
+    const resumed = /^<\.\.\. \w+ resumed>.*= (-?\d+)/.exec(rest);
+    if (resumed) {
+      const c = open.get(pid);
+      open.delete(pid);
+      if (c) done(pid, c, line, resumed[1]!);
+      return;
+    }
+    const call = /^(\w+)\((\d+)<([^>]*)>(.*)$/.exec(rest);
+    if (!call) return;
+    const [, name, , where, args] = call as unknown as [string, string, string, string, string];
+    const path = where.startsWith('\\x') ? hex(where).toString() : where;
+    const data = Buffer.concat([...args.matchAll(/"((?:\\x[0-9a-f]{2})*)"/g)].map((s) => hex(s[1]!)));
+    const c = { name, path, data, start: line };
+    if (args.endsWith('<unfinished ...>')) open.set(pid, c);
+    else done(pid, c, line, /= (-?\d+)/.exec(args)?.[1] ?? '');
+  });
+  return { syncs, commits, accepted };
+}
+
+/** The 202s that left before an fsync of the WAL that began after their job's commit had ended. */
+function unsynced(t: Traced): { checked: number; violations: number; unmatched: number } {
+  let violations = 0;
+  let unmatched = 0;
+  for (const a of t.accepted) {
+    const committed = t.commits.get(a.id);
+    if (committed === undefined || committed > a.line) {
+      unmatched++;
+      continue;
+    }
+    if (!t.syncs.some((s) => s.start > committed && s.end < a.line)) violations++;
+  }
+  return { checked: t.accepted.length, violations, unmatched };
+}
+
+/** Runs `corral gateway` under strace, submits `jobs` jobs from `clients` clients at once, stops it and reads the trace. */
+async function tracedSubmits(sync: 'full' | 'normal', clients: number, jobs: number): Promise<{ ids: string[]; traced: Traced }> {
+  const root = mkdtempSync(join(tmpdir(), 'corral-strace-'));
+  const data = join(root, 'data');
+  const log = join(root, 'trace.txt');
+  const port = await freePort();
+  const env = { CORRAL_DATA: data, CORRAL_PORT: String(port) };
+  const strace = spawn(
+    'strace',
+    ['-f', '-qq', '-tt', '-yy', '-xx', '-s', '8192', '-e', 'trace=fdatasync,fsync,pwrite64,write,writev,sendto,sendmsg', '-o', log, process.execPath, CLI, 'gateway', '--sync', sync],
+    { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const exited = new Promise<void>((resolve) => strace.once('exit', () => resolve()));
+  try {
+    let out = '';
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`gateway under strace did not start:\n${out}`)), 60_000);
+      const onData = (d: Buffer) => {
+        out += d.toString();
+        if (/gateway listening/.test(out)) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      strace.stdout!.on('data', onData);
+      strace.stderr!.on('data', onData);
+      strace.once('exit', (code) => reject(new Error(`strace exited ${code}:\n${out}`)));
+    });
+    const base = `http://127.0.0.1:${port}`;
+    const admin = readFileSync(join(data, 'admin.token'), 'utf8').trim();
+    const created = await fetch(`${base}/v1/tenants`, { method: 'POST', headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' }, body: JSON.stringify({ id: 'acme', quota: { ratePerMinute: null, maxQueued: null } }) });
+    expect(created.status).toBe(201);
+    const token = (await runCli(['token', '--tenant', 'acme', '--scope', 'jobs:read jobs:write'], env)).stdout.trim();
+    const ids: string[] = [];
+    await Promise.all(
+      Array.from({ length: clients }, async (_, c) => {
+        for (let i = c; i < jobs; i += clients) {
+          const r = await fetch(`${base}/v1/jobs`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ command: `echo ${i}` }) });
+          expect(r.status).toBe(202);
+          ids.push(((await r.json()) as { id: string }).id);
+        }
+      }),
+    );
+    // The gateway is strace's child: stopping it ends strace too.
+    const gateway = Number(readFileSync(`/proc/${strace.pid}/task/${strace.pid}/children`, 'utf8').trim().split(' ')[0]);
+    process.kill(gateway, 'SIGTERM');
+    await exited;
+    return { ids, traced: readTrace(readFileSync(log, 'latin1')) };
+  } finally {
+    if (strace.exitCode === null && strace.signalCode === null) strace.kill('SIGKILL');
+    await exited;
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+describe('every 202 leaves after an fsync of the WAL that covers its job (strace on a real gateway)', () => {
+  it('holds with the default sync, and the same check finds 202s sent before any such fsync with --sync normal', { timeout: 240_000 }, async () => {
+    expect(existsSync('/usr/bin/strace') || existsSync('/bin/strace'), 'strace is missing: run scripts/install-host.sh').toBe(true);
+    const full = await tracedSubmits('full', 8, 240);
+    const fullCheck = unsynced(full.traced);
+    expect(full.traced.accepted.map((a) => a.id).sort()).toEqual([...full.ids].sort());
+    expect(fullCheck).toEqual({ checked: 240, violations: 0, unmatched: 0 });
+
+    const normal = await tracedSubmits('normal', 8, 240);
+    const normalCheck = unsynced(normal.traced);
+    expect(normalCheck.checked).toBe(240);
+    expect(normalCheck.unmatched).toBe(0);
+    expect(normalCheck.violations).toBeGreaterThan(0);
+    process.stdout.write(`strace check: default sync ${JSON.stringify(fullCheck)} (${full.traced.syncs.length} WAL fsyncs); --sync normal ${JSON.stringify(normalCheck)} (${normal.traced.syncs.length} WAL fsyncs)\n`);
   });
 });
