@@ -42,6 +42,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private liveness?: NodeJS.Timeout;
   /** When anything last came in on the current link (a frame, a ping, a pong). */
   private heardAt = 0;
+  /** The gateway welcomed the current link: frames sent before could land on a link it refuses. */
+  private welcomed = false;
 
   constructor(private readonly o: ConnectionOptions) {
     super();
@@ -51,8 +53,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.dial();
   }
 
+  /** Whether the gateway has accepted the current link (frames sent now reach it). */
   get open(): boolean {
-    return this.ws?.readyState === WebSocket.OPEN;
+    return this.welcomed && this.ws?.readyState === WebSocket.OPEN;
   }
 
   private dial(): void {
@@ -63,20 +66,14 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     ws.on('ping', heard);
     ws.on('pong', heard);
     ws.on('open', () => {
-      this.attempt = 0;
       heard();
       ws.send(JSON.stringify(this.o.hello()));
-      const pending = this.outbox;
-      this.outbox = [];
-      for (const m of pending) ws.send(JSON.stringify(m));
-      this.o.log.info({ gateway: this.o.gateway }, 'connected to gateway');
-      this.emit('open');
     });
     ws.on('message', (data) => {
       heard();
       const parsed = parseFrame(GatewayMessage, data);
       if (!parsed.ok) return void this.o.log.warn({ error: parsed.error }, 'dropped malformed gateway frame');
-      if (parsed.msg.type === 'welcome') this.watch(ws, parsed.msg.heartbeatMs, parsed.msg.leaseMs ?? 3 * parsed.msg.heartbeatMs);
+      if (parsed.msg.type === 'welcome') this.welcome(ws, parsed.msg);
       this.emit('message', parsed.msg);
     });
     ws.on('unexpected-response', (_req, res) => {
@@ -88,6 +85,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     ws.on('error', (err) => this.o.log.warn({ err: err.message }, 'gateway connection error'));
     ws.on('close', (code, reason) => {
       if (this.ws !== ws) return;
+      this.welcomed = false;
       clearInterval(this.liveness);
       this.emit('close');
       if (code === CLOSE.protocol || code === CLOSE.nameRefused) this.refuse(`the gateway refused the agent: ${reason.toString() || code}`);
@@ -99,6 +97,18 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       this.o.log.warn({ code, reason: reason.toString(), retryInMs: Math.round(delay) }, 'gateway connection closed');
       this.retry = setTimeout(() => this.dial(), delay);
     });
+  }
+
+  /** The gateway accepted the link: what was kept for it goes out after the hello, in order. */
+  private welcome(ws: WebSocket, m: Extract<GatewayMessage, { type: 'welcome' }>): void {
+    this.attempt = 0;
+    this.welcomed = true;
+    const pending = this.outbox;
+    this.outbox = [];
+    for (const f of pending) ws.send(JSON.stringify(f));
+    this.watch(ws, m.heartbeatMs, m.leaseMs ?? 3 * m.heartbeatMs);
+    this.o.log.info({ gateway: this.o.gateway }, 'connected to gateway');
+    this.emit('open');
   }
 
   /** Pings every `heartbeatMs` and drops the link once nothing has come in for `leaseMs`. */
@@ -121,10 +131,13 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.emit('refused', new Error(message));
   }
 
-  /** Sends now, or keeps the frame for the next connection (output is dropped when the outbox is full). */
+  /**
+   * Sends now, or keeps the frame for the next welcomed link (output is dropped when the outbox is
+   * full; a heartbeat or a pool report is replaced by the next hello).
+   */
   send(msg: AgentMessage): void {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) return void this.ws.send(JSON.stringify(msg));
-    if (msg.type === 'heartbeat' || msg.type === 'hello') return;
+    if (this.open) return void this.ws!.send(JSON.stringify(msg));
+    if (msg.type === 'heartbeat' || msg.type === 'hello' || msg.type === 'pool') return;
     if (msg.type === 'output' && this.outbox.length >= OUTBOX_LIMIT) return;
     this.outbox.push(msg);
   }

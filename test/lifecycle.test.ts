@@ -231,6 +231,11 @@ describe('agent names', () => {
     const why = new Promise<Error>((r) => refused.once('refused', r));
     refused.start();
     expect((await why).message).toMatch(/token is for agent mine/);
+    const unknown = new Connection({ gateway: lb.url.replace('http', 'ws'), token: 'garbage', log: quiet, hello: () => hello('any'), minDelayMs: 1, maxDelayMs: 5 });
+    cleanup.push(() => unknown.close());
+    const denied = new Promise<Error>((r) => unknown.once('refused', r));
+    unknown.start();
+    expect((await denied).message).toMatch(/HTTP 401/);
 
     const holder = await fakeAgent(lb.url, lb.agentToken, { name: 'taken' });
     cleanup.push(() => holder.close());
@@ -243,7 +248,7 @@ describe('agent names', () => {
     // Without the refusals above each would dial again within a few ms, over and over.
     await new Promise((r) => setTimeout(r, 300));
     expect(upgrades).toBe(seen);
-    expect(upgrades).toBe(3); // mine, holder's, late's: one each
+    expect(upgrades).toBe(4); // one each: the wrong name, the bad token, the holder, the late twin
   });
 });
 
