@@ -1,18 +1,47 @@
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { promisify } from 'node:util';
 
-const run = promisify(execFile);
-
-/** Runs a host tool such as lxc-start or mount (never through a shell); throws with its stderr on failure. */
-export async function execTool(tool: string, args: string[], timeoutMs = 60_000): Promise<string> {
-  try {
-    const { stdout } = await run(tool, args, { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 });
-    return stdout;
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`${tool} ${args.join(' ')} failed: ${(e.stderr || e.message).trim()}`);
+/** A host tool that failed; `signal` is set when a signal from outside ended it (not our timeout). */
+export class ToolFailed extends Error {
+  constructor(
+    message: string,
+    readonly signal?: string,
+  ) {
+    super(message);
   }
+}
+
+/** Output a tool may print before it is cut off. */
+const MAX_OUTPUT = 16 * 1024 * 1024;
+
+/**
+ * Runs a host tool such as lxc-start or mount (never through a shell); throws ToolFailed with its
+ * stderr on failure. `ownGroup` starts it in a process group (and session) of its own, so that a
+ * Ctrl-C meant for the agent does not also kill the lxc-stop or umount it is cleaning up with
+ * (execFile drops `detached`, hence spawn).
+ */
+export function execTool(tool: string, args: string[], timeoutMs = 60_000, o: { ownGroup?: boolean } = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(tool, args, { stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs, detached: o.ownGroup ?? false });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let size = 0;
+    const take = (into: Buffer[]) => (d: Buffer) => {
+      size += d.length;
+      if (size > MAX_OUTPUT) p.kill('SIGKILL');
+      else into.push(d);
+    };
+    p.stdout.on('data', take(out));
+    p.stderr.on('data', take(err));
+    const fail = (why: string, signal?: string) => reject(new ToolFailed(`${tool} ${args.join(' ')} failed: ${why.trim()}`, signal));
+    p.on('error', (e) => fail(e.message));
+    p.on('close', (code, signal) => {
+      if (code === 0) return resolve(Buffer.concat(out).toString());
+      const stderr = Buffer.concat(err).toString();
+      // p.killed: our own timeout (or output cap) ended it; any other signal came from outside.
+      fail(stderr || (signal ? `killed by ${signal}` : `exit code ${code}`), signal && !p.killed ? signal : undefined);
+    });
+  });
 }
 
 /** LXC's own denylist (kexec, module loading, open_by_handle_at, forced umount …). */
@@ -42,7 +71,7 @@ export const CONTAINER_PREFIX = 'corral-run-';
 
 /** Names of LXC containers under `lxcPath`. */
 export async function lxcLs(lxcPath: string): Promise<string[]> {
-  return (await execTool('lxc-ls', ['-P', lxcPath, '-1'])).split('\n').map((s) => s.trim()).filter(Boolean);
+  return (await execTool('lxc-ls', ['-P', lxcPath, '-1'], 60_000, { ownGroup: true })).split('\n').map((s) => s.trim()).filter(Boolean);
 }
 
 export interface ContainerConfig {

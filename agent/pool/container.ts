@@ -3,7 +3,8 @@ import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, writ
 import { join } from 'node:path';
 import { ExecClient } from '../executor/client.js';
 import { cgroupOfMonitor, type ContainerCgroup } from '../lxc/cgroup.js';
-import { CONTAINER_PREFIX, containerConfig, execTool, lxcLs } from '../lxc/lxc.js';
+import { CONTAINER_PREFIX, containerConfig, execTool, lxcLs, ToolFailed } from '../lxc/lxc.js';
+import { eachBounded } from './bounded.js';
 
 export interface ContainerEnv {
   /** The agent's name: part of every container name, so an agent can find its own leftovers. */
@@ -27,14 +28,30 @@ export const containerPrefix = (agent: string) => `${CONTAINER_PREFIX}${agent.sl
 export async function destroyLeftovers(env: ContainerEnv): Promise<number> {
   const prefix = containerPrefix(env.agent);
   const names = (await lxcLs(env.lxcPath).catch(() => [] as string[])).filter((n) => n.startsWith(prefix));
-  await Promise.all(names.map((name) => removeContainer(env, name)));
+  await eachBounded(names, 8, (name) => removeContainer(env, name));
   return names.length;
+}
+
+/**
+ * Runs a teardown tool in its own process group, and again if a signal from outside ended it:
+ * systemd's control-group kill reaches every process of the agent at once, the tools it is
+ * cleaning up with included, and a teardown step cut short would leave a running container.
+ * Only for steps that are safe to repeat (a second lxc-start or mount would not be).
+ */
+async function teardownTool(tool: string, args: string[], timeoutMs = 60_000): Promise<string> {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await execTool(tool, args, timeoutMs, { ownGroup: true });
+    } catch (err) {
+      if (!(err instanceof ToolFailed && err.signal) || tries === 3) throw err;
+    }
+  }
 }
 
 /** Stops a container, killing everything in it, and removes every trace of it. */
 async function removeContainer(env: Pick<ContainerEnv, 'lxcPath'>, name: string): Promise<void> {
-  await execTool('lxc-stop', ['-P', env.lxcPath, '-n', name, '-k'], 30_000).catch(() => undefined);
-  await execTool('umount', ['-l', join(env.lxcPath, name, 'overlay')]).catch(() => undefined);
+  await teardownTool('lxc-stop', ['-P', env.lxcPath, '-n', name, '-k'], 30_000).catch(() => undefined);
+  await teardownTool('umount', ['-l', join(env.lxcPath, name, 'overlay')]).catch(() => undefined);
   rmSync(join(env.lxcPath, name), { recursive: true, force: true });
 }
 
@@ -77,7 +94,7 @@ export class Container {
     const c = new Container(image, env, idBase);
     try {
       await c.create();
-      await execTool('lxc-start', ['-P', env.lxcPath, '-n', c.name, '-p', join(c.dir, 'init.pid'), '-l', 'WARN', '-o', join(c.dir, 'lxc.log')], 30_000);
+      await execTool('lxc-start', ['-P', env.lxcPath, '-n', c.name, '-p', join(c.dir, 'init.pid'), '-l', 'WARN', '-o', join(c.dir, 'lxc.log')], 30_000, { ownGroup: true });
       c.cgroup = cgroupOfMonitor(Number(readFileSync(join(c.dir, 'init.pid'), 'utf8').trim()));
       c.pid = c.cgroup.procs()[0] ?? 0;
       // The executor is tiny; keep the OOM killer on the job, never on the container's init.
@@ -100,7 +117,7 @@ export class Container {
     // Like lxc-copy: the container's directory belongs to its root, who mounts the overlay inside it.
     mkdirSync(overlay, { recursive: true, mode: 0o770 });
     chownSync(this.dir, id, id);
-    await execTool('mount', ['-t', 'tmpfs', '-o', `size=${this.env.diskBytes},mode=0755,uid=${id},gid=${id}`, `corral-${this.name}`, overlay]);
+    await execTool('mount', ['-t', 'tmpfs', '-o', `size=${this.env.diskBytes},mode=0755,uid=${id},gid=${id}`, `corral-${this.name}`, overlay], 60_000, { ownGroup: true });
     for (const [sub, mode] of [['delta', 0o755], ['run', 0o700]] as const) {
       mkdirSync(join(overlay, sub), { mode });
       chownSync(join(overlay, sub), id, id);

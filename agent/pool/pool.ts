@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { IdmapAllocator } from '../lxc/idmap.js';
+import { eachBounded } from './bounded.js';
 import { Container, type ContainerEnv } from './container.js';
 
 export interface PoolOptions {
@@ -241,7 +242,14 @@ export class Pool extends EventEmitter<PoolEvents> {
     // A blank container no tenant adopted gives its spare range back.
     if (c.tenant === undefined && this.o.sharedRange?.(c.image) === undefined) this.o.idmap.release(c.idBase);
     await c.destroy().catch((error: unknown) => this.o.log.warn({ err: error, container: c.name }, 'destroy failed'));
+    this.recycling.delete(c);
     this.unhold(c.idBase);
+  }
+
+  /** What exists now: containers not yet destroyed (by name), and starts under way (no name yet). */
+  remaining(): { containers: string[]; starting: number } {
+    const all = new Set([...this.busy, ...[...this.blank.values()].flat(), ...[...this.idle.values()].flat(), ...this.recycling]);
+    return { containers: [...all].map((c) => c.name), starting: [...this.starting.values()].reduce((n, x) => n + x, 0) };
   }
 
   summary() {
@@ -256,16 +264,29 @@ export class Pool extends EventEmitter<PoolEvents> {
     return { containers: idleCount + blankCount + this.busy.size, blank, warm, busy: this.busy.size, recycled: this.recycledCount };
   }
 
-  /** Destroys every container (busy ones too); after this, lxc-ls shows only images. */
+  /**
+   * Destroys every container (busy ones too), `STOP_PARALLEL` at a time; after this, lxc-ls shows
+   * only images. Blank containers still starting destroy themselves when they see `stopped`.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
+    const started = Date.now();
+    const starting = this.remaining().starting;
     const all = [...this.busy, ...[...this.blank.values()].flat(), ...[...this.idle.values()].flat()];
     this.busy.clear();
     this.blank.clear();
     this.idle.clear();
-    await Promise.all(all.map((c) => this.recycle(c)));
-    // Blank containers still starting destroy themselves when they see `stopped`.
-    while ([...this.starting.values()].some((n) => n > 0)) await new Promise((r) => setTimeout(r, 20));
+    await eachBounded(all, STOP_PARALLEL, (c) => this.recycle(c));
+    while (this.remaining().starting > 0 || this.recycling.size > 0) await new Promise((r) => setTimeout(r, 20));
+    this.o.log.info({ containers: all.length, starting, ms: Date.now() - started }, 'destroyed the pool');
   }
 }
+
+/**
+ * Containers destroyed at once when the pool stops. Measured on 2 cores (40 warm containers,
+ * `corral up --warm 40` stopped by SIGTERM): 2 at a time took 7.2 s, 4 and 8 took 5.6 s, 16 and
+ * all 40 at once 5.3 s. Past a few, more only queue for the same kernel locks; 8 keeps the
+ * process count bounded at ~5 % of the fastest.
+ */
+const STOP_PARALLEL = 8;

@@ -1,7 +1,7 @@
 import { AGENT_FLAGS, loadAgentConfig } from '../../agent/config.js';
 import { startAgent } from '../../agent/agent.js';
 import { type Args, onlyFlags } from './args.js';
-import { stopOnSignals } from './gateway.js';
+import { StopSignals, stopLevelOf } from './supervise.js';
 
 export const AGENT_HELP = `corral agent --gateway ws://HOST:PORT --token TOKEN [--name N] [--slots N] [--warm N]
              [--max-uses N] [--idle-ttl SECONDS] [--disk BYTES] [--pids N] [--images a,b]
@@ -12,19 +12,44 @@ and runs attempts in a pool of pre-warmed, unprivileged containers. Mint its tok
 
 SIGTERM or SIGINT drains it: it tells the gateway to send no more runs, lets running attempts
 finish and report for up to --drain-ms (default 30000, CORRAL_DRAIN_MS), then destroys its
-containers and exits. A second signal exits at once (the next start destroys what is left).`;
+containers and exits 0. A second signal ends the drain (the attempts still running end with their
+containers) and still destroys every container before it exits 1. A third exits at once and
+names the containers it left; the next start of an agent of the same --name destroys them.`;
 
 export async function agentCommand(args: Args): Promise<void> {
   onlyFlags(args.flags, AGENT_FLAGS);
+  const signals = new StopSignals((line) => process.stderr.write(`corral agent: ${line}\n`));
+  // Started by `corral up`: its parent tells it how far to stop over the IPC channel. A parent
+  // that went away (killed, or forced out) leaves nobody to report to: stop without waiting.
+  if (process.send) {
+    process.on('message', (m) => {
+      const level = stopLevelOf(m);
+      if (level) signals.escalate(level);
+    });
+    process.once('disconnect', () => signals.escalate(2));
+  }
   const config = loadAgentConfig(args.flags);
   const agent = await startAgent(config);
-  const drainThenStop = async () => {
-    await agent.drain(config.drainMs);
-    await agent.stop();
-  };
-  stopOnSignals(drainThenStop);
-  // Started by `corral up` (in a process group of its own, so a Ctrl-C reaches only the parent,
-  // which drains it with SIGTERM). The parent went away (killed, or a second Ctrl-C): nobody is
-  // left to report to, stop now.
-  if (process.send) process.once('disconnect', () => void agent.stop().then(() => process.exit(0)));
+  // Refused for good (its token, its name or its protocol): dialling again would change nothing.
+  agent.connection.once('refused', (err) => {
+    process.stderr.write(`corral agent: ${err.message}\n`);
+    void agent.stop().then(() => process.exit(2));
+  });
+  let hurry!: () => void;
+  const hurried = new Promise<void>((resolve) => (hurry = resolve));
+  signals.arm({
+    async stop() {
+      await Promise.race([agent.drain(config.drainMs), hurried]);
+      await agent.stop();
+    },
+    hurry,
+    abandon() {
+      const left = agent.pool.remaining();
+      if (left.containers.length + left.starting === 0) return 'no container is left';
+      return (
+        `left ${left.containers.length} container(s)${left.starting ? ` and ${left.starting} still starting` : ''} ` +
+        `(${left.containers.join(', ')}); the next start of agent ${config.name} destroys them`
+      );
+    },
+  });
 }

@@ -1,6 +1,8 @@
 import { GATEWAY_FLAGS, loadGatewayConfig } from '../config.js';
 import { startGateway, type Gateway } from '../gateway.js';
+import { ensurePrivateDataDir, lockDataDir } from '../datadir.js';
 import { type Args, onlyFlags } from './args.js';
+import { StopSignals } from './supervise.js';
 
 export const GATEWAY_HELP = `corral gateway [--port 8080] [--host 127.0.0.1] [--data ./.corral] [--jwks FILE|URL] ...
 
@@ -10,7 +12,11 @@ CORRAL_JWT_SECRET, CORRAL_JWT_ISSUER, CORRAL_JWT_AUDIENCE, CORRAL_JWKS, CORRAL_S
 
 SIGTERM or SIGINT stops it gracefully: new submits, invokes and trigger fires are answered 503
 with Retry-After, reads are still served, and running attempts get up to --drain-ms (default
-30000, CORRAL_DRAIN_MS) to finish and report before it exits. A second signal exits at once.`;
+30000, CORRAL_DRAIN_MS) to finish and report before it exits (0). A second signal ends the drain
+and closes the database (exit 1); a third exits at once.
+
+One gateway per data directory: another corral gateway or corral up on the same --data refuses
+to start (exit 2) while this one runs.`;
 
 /** Prints how to get going after the first start. */
 export function printFirstStart(g: Gateway): void {
@@ -21,28 +27,28 @@ export function printFirstStart(g: Gateway): void {
   );
 }
 
-/** Runs `stop` on the first signal and exits 0 when it is done (1 if it failed); a second signal exits 1 at once. */
-export function stopOnSignals(stop: () => Promise<void>): void {
-  let stopping = false;
-  const onSignal = () => {
-    if (stopping) process.exit(1);
-    stopping = true;
-    stop().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-}
-
 export async function gatewayCommand(args: Args): Promise<void> {
   onlyFlags(args.flags, GATEWAY_FLAGS);
-  const g = await startGateway(loadGatewayConfig(args.flags));
+  const signals = new StopSignals((line) => process.stderr.write(`corral: ${line}\n`));
+  const config = loadGatewayConfig(args.flags);
+  ensurePrivateDataDir(config.dataDir);
+  const lock = await lockDataDir(config.dataDir);
+  const g = await startGateway(config);
   printFirstStart(g);
-  // SIGTERM drains (new work gets 503, running attempts finish up to --drain-ms); a second signal stops at once.
-  stopOnSignals(async () => {
-    await g.drain();
-    await g.close();
+  // SIGTERM drains (new work gets 503, running attempts finish up to --drain-ms); a second
+  // signal ends the drain and closes the database; a third exits at once.
+  let hurry!: () => void;
+  const hurried = new Promise<void>((resolve) => (hurry = resolve));
+  signals.arm({
+    async stop() {
+      await Promise.race([g.drain(), hurried]);
+      await g.close();
+      lock.release();
+    },
+    hurry,
+    abandon: () => `${runningAttempts(g)} attempt(s) still running are re-run after the next start`,
   });
 }
+
+/** Attempts the gateway's agents hold now. */
+const runningAttempts = (g: Gateway) => g.services.hub.agents().reduce((n, a) => n + a.running.size, 0);

@@ -10,8 +10,8 @@ export interface ExitStatus {
 export interface Supervised {
   pid: number | undefined;
   exited: Promise<ExitStatus>;
-  /** Asks the child to stop (SIGTERM for a process); `exited` settles when it has. */
-  stop(): void;
+  /** Asks the child to take its stop to `level` (see StopSignals; 1 when omitted); `exited` settles when it has stopped. */
+  stop(level?: StopLevel): void;
 }
 
 export interface Clock {
@@ -116,8 +116,13 @@ export class Supervisor {
     this.timer = undefined;
     const child = this.current;
     if (!child) return;
-    child.stop();
+    child.stop(1);
     await child.exited;
+  }
+
+  /** Takes the running child's stop further (level 2: no more waiting, 3: exit at once); `stop()` still waits for its exit. */
+  escalate(level: StopLevel): void {
+    this.current?.stop(level);
   }
 
   private watch(child: Supervised): void {
@@ -138,7 +143,12 @@ export class Supervisor {
   }
 }
 
-/** Adapts a child process: `exited` settles on its exit, or at once if it could not be spawned. */
+/**
+ * Adapts a child process: `exited` settles on its exit, or at once if it could not be spawned.
+ * A child with an IPC channel is told the stop level in a message (see `stopLevelOf`) rather
+ * than signalled: signals count up, and a child that also gets the signal meant for its parent
+ * (a control-group kill) would take its parent's word as one more.
+ */
 export function childOf(p: ChildProcess): Supervised {
   const exited = new Promise<ExitStatus>((resolve) => {
     if (p.exitCode !== null || p.signalCode !== null) return resolve({ code: p.exitCode, signal: p.signalCode });
@@ -149,5 +159,103 @@ export function childOf(p: ChildProcess): Supervised {
       if (p.pid === undefined) resolve({ code: null, signal: null });
     });
   });
-  return { pid: p.pid, exited, stop: () => void p.kill('SIGTERM') };
+  const stop = (level: StopLevel = 1) => {
+    if (p.connected) p.send({ corral: 'stop', level } satisfies StopWord, () => undefined);
+    else p.kill('SIGTERM');
+  };
+  return { pid: p.pid, exited, stop };
+}
+
+/** How far a stop has gone: 1 stops politely, 2 stops waiting for running work, 3 exits at once. */
+export type StopLevel = 1 | 2 | 3;
+
+/** A parent's word to a forked child about its stop (over the IPC channel). */
+interface StopWord {
+  corral: 'stop';
+  level: StopLevel;
+}
+
+/** The stop level a parent's IPC message asks for, or undefined for any other message. */
+export function stopLevelOf(m: unknown): StopLevel | undefined {
+  const w = m as Partial<StopWord> | null;
+  return w?.corral === 'stop' && (w.level === 1 || w.level === 2 || w.level === 3) ? w.level : undefined;
+}
+
+/** What a process does at each level of its stop. */
+export interface StopSteps {
+  /** Level 1: the polite stop (drain, then clean up). Resolves when everything is cleaned up. */
+  stop(): Promise<void>;
+  /** Level 2: stop waiting for running work; the cleanup `stop()` goes on to do still runs to its end. */
+  hurry(): void;
+  /** Level 3: the process exits as soon as this settles; says what is left behind. */
+  abandon(): string | Promise<string>;
+}
+
+/**
+ * Signal-safe stopping. Every SIGINT or SIGTERM takes the stop one level further: the first runs
+ * `stop()` and exits 0 when it is done; the second runs `hurry()` and exits 1 once the cleanup is
+ * done; the third exits 1 at once, after saying what `abandon()` reports as left behind.
+ *
+ * A repeated signal never cuts a cleanup short: Ctrl-C in a terminal and systemd's control-group
+ * kill signal every process at once, and a child that gets the signal and its parent's word about
+ * it must not take the two as "exit now". Containers, mounts and cgroups of a stop cut short
+ * would outlive the process.
+ *
+ * Until `arm()` there is nothing to clean up: a signal exits 1 at once.
+ */
+export class StopSignals {
+  private at = 0;
+  /** Signals counted apart from a parent's word: its word and the signal it passes on are one step, not two. */
+  private signals = 0;
+  private steps: StopSteps | undefined;
+
+  constructor(
+    private readonly say: (line: string) => void,
+    private readonly exit: (code: number) => never | void = (code) => process.exit(code),
+  ) {
+    const next = () => this.escalate(Math.min(3, ++this.signals) as StopLevel);
+    process.on('SIGINT', next);
+    process.on('SIGTERM', next);
+  }
+
+  /** Whether a stop has begun. */
+  get stopping(): boolean {
+    return this.at > 0;
+  }
+
+  /** From now on a stop runs `steps`. */
+  arm(steps: StopSteps): void {
+    this.steps = steps;
+  }
+
+  /** Takes the stop to `level` (a signal, or a parent's word); a level already reached changes nothing. */
+  escalate(level: StopLevel): void {
+    if (level <= this.at) return;
+    const from = this.at;
+    this.at = level;
+    const steps = this.steps;
+    if (!steps) return void this.exit(1);
+    if (from < 1) {
+      steps.stop().then(
+        () => this.exit(this.at > 1 ? 1 : 0),
+        (err: unknown) => {
+          this.say(`stopping failed: ${err instanceof Error ? err.message : String(err)}`);
+          this.exit(1);
+        },
+      );
+    }
+    if (from < 2 && level >= 2) {
+      this.say('stopping without waiting for running work; cleaning up (a third signal exits at once)');
+      steps.hurry();
+    }
+    if (level === 3) {
+      void Promise.resolve()
+        .then(() => steps.abandon())
+        .then(
+          (left) => this.say(`exiting at once: ${left}`),
+          () => this.say('exiting at once'),
+        )
+        .finally(() => this.exit(1));
+    }
+  }
 }
