@@ -293,23 +293,26 @@ describe('runs an agent cannot start', () => {
     const J1 = `job_${'1'.repeat(26)}`;
     const J2 = `job_${'2'.repeat(26)}`;
     const J3 = `job_${'3'.repeat(26)}`;
-
-    send(run(J3, 30, 'true', 'no-such-image'));
-    await until(() => ended(J3, 30) !== undefined, 5000);
-    expect(ended(J3, 30)!.result).toMatchObject({ reason: 'agent_error', fault: 'platform', detail: expect.stringMatching(/no-such-image/) });
+    const J4 = `job_${'4'.repeat(26)}`;
 
     send(run(J1, 10, 'sleep 60'));
     await until(() => frames.some((f) => f.type === 'started' && f.jobId === J1), 30_000);
-    send(run(J2, 20, 'true')); // its one slot is taken
-    await until(() => ended(J2, 20) !== undefined, 5000);
-    expect(ended(J2, 20)!.result).toMatchObject({ reason: 'agent_error', fault: 'platform', detail: expect.stringMatching(/no free slot/) });
-
     send(run(J1, 11, 'echo again')); // the gateway gave attempt 10 up and sent the job again
     await until(() => ended(J1, 11) !== undefined, 30_000);
     expect(ended(J1, 10)!.result.reason).toBe('cancelled');
     expect(ended(J1, 11)!.result).toMatchObject({ reason: 'exit', exitCode: 0 });
     const again = frames.filter((f) => f.type === 'output' && f.jobId === J1 && f.fence === 11);
     expect(again.map((f) => Buffer.from((f as { data: string }).data, 'base64').toString()).join('')).toBe('again\n');
+
+    send(run(J2, 20, 'sleep 60'));
+    await until(() => frames.some((f) => f.type === 'started' && f.jobId === J2), 30_000);
+    send(run(J3, 30, 'true')); // its one slot is taken
+    await until(() => ended(J3, 30) !== undefined, 5000);
+    expect(ended(J3, 30)!.result).toMatchObject({ reason: 'agent_error', fault: 'platform', detail: expect.stringMatching(/no free slot/) });
+    send(run(J4, 40, 'true', 'no-such-image'));
+    await until(() => ended(J4, 40) !== undefined, 5000);
+    expect(ended(J4, 40)!.result).toMatchObject({ reason: 'agent_error', fault: 'platform', detail: expect.stringMatching(/no-such-image/) });
+    expect(ended(J2, 20)).toBeUndefined(); // the attempt that holds the slot runs on
   });
 });
 
