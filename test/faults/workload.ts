@@ -10,16 +10,16 @@ export type Kind = (typeof KINDS)[number];
 
 /** What each kind of job is asked to do, how often it appears in the mix, and how it must end. */
 export const SPECS: Record<Kind, { weight: number; body: Record<string, unknown>; expect: { state: string; exitCode?: number; stdout?: string; exitAttempts?: number } }> = {
-  noop: { weight: 56, body: { command: 'echo ok', timeout: 20 }, expect: { state: 'succeeded', exitCode: 0, stdout: 'ok\n' } },
+  noop: { weight: 62, body: { command: 'echo ok', timeout: 20 }, expect: { state: 'succeeded', exitCode: 0, stdout: 'ok\n' } },
   sleep: { weight: 14, body: { command: 'sleep 0.3; echo ok', timeout: 20 }, expect: { state: 'succeeded', exitCode: 0, stdout: 'ok\n' } },
   // Three attempts that exit 3, no more and no fewer: the retry rules at work.
-  fail: { weight: 10, body: { command: 'echo try; exit 3', retries: 2, timeout: 20 }, expect: { state: 'failed', exitCode: 3, exitAttempts: 3 } },
+  fail: { weight: 8, body: { command: 'echo try; exit 3', retries: 2, timeout: 20 }, expect: { state: 'failed', exitCode: 3, exitAttempts: 3 } },
   // Fails its first attempt only: succeeded by its retry (or by the second attempt a platform loss gave it).
   flaky: { weight: 6, body: { command: '[ "$CORRAL_ATTEMPT" -ge 2 ] || exit 4; echo ok', retries: 1, timeout: 20 }, expect: { state: 'succeeded', exitCode: 0, stdout: 'ok\n' } },
-  timeout: { weight: 6, body: { command: 'sleep 30', timeout: 1 }, expect: { state: 'timed_out' } },
+  timeout: { weight: 4, body: { command: 'sleep 30', timeout: 1 }, expect: { state: 'timed_out' } },
   // Long enough that only a cancel ends them cancelled: one the gateway dropped shows as `succeeded` after 30 s.
-  cancel_queued: { weight: 4, body: { command: 'sleep 30; echo ok', timeout: 60 }, expect: { state: 'cancelled' } },
-  cancel_running: { weight: 4, body: { command: 'sleep 30; echo ok', timeout: 60 }, expect: { state: 'cancelled' } },
+  cancel_queued: { weight: 3, body: { command: 'sleep 30; echo ok', timeout: 60 }, expect: { state: 'cancelled' } },
+  cancel_running: { weight: 3, body: { command: 'sleep 30; echo ok', timeout: 60 }, expect: { state: 'cancelled' } },
 };
 
 export interface Accepted {
