@@ -67,17 +67,17 @@ describe('the corral CLI against a real gateway and agent', () => {
     expect(job.attempts).toHaveLength(1);
   });
 
-  it('jobs ls --name-prefix lists the jobs whose name starts with it, wildcards and Unicode taken literally', async () => {
+  it('jobs ls --name-prefix lists the jobs whose name starts with it in name order, wildcards and Unicode taken literally', async () => {
     for (const name of ['запуск-α1', 'запуск-α2', 'запуск_β', 'запускα']) expect((await client.submit({ command: 'true', name })).status).toBe(202);
     const names = async (prefix: string) => {
       const r = await runCli(['jobs', 'ls', '--json', '--name-prefix', prefix], env);
       expect(r.code, r.stderr).toBe(0);
       return (JSON.parse(r.stdout) as { jobs: Array<{ name: string }> }).jobs.map((j) => j.name);
     };
-    expect(await names('запуск-α')).toEqual(['запуск-α2', 'запуск-α1']);
+    expect(await names('запуск-α')).toEqual(['запуск-α1', 'запуск-α2']);
     expect(await names('запуск_')).toEqual(['запуск_β']);
     const table = await runCli(['jobs', 'ls', '--name-prefix', 'запуск-'], env);
-    expect(table.stdout.trimEnd().split('\n').slice(1).map((l) => l.split(/\s{2,}/)[1])).toEqual(['запуск-α2', 'запуск-α1']);
+    expect(table.stdout.trimEnd().split('\n').slice(1).map((l) => l.split(/\s{2,}/)[1])).toEqual(['запуск-α1', 'запуск-α2']);
   });
 
   it('prints aligned tables in which a hostile name and command cannot reach the terminal raw', async () => {

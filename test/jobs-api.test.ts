@@ -193,7 +193,7 @@ describe('GET /v1/jobs', () => {
     expect(list.jobs).toEqual([]);
   });
 
-  it('searches by name prefix on the name index: exact characters (no wildcards), any Unicode, with paging and the other filters', async () => {
+  it('searches by name prefix on the name index, in name order: exact characters (no wildcards), any Unicode, with paging and the other filters', async () => {
     const names = ['ab%c', 'abc', 'ab_x', 'ab', 'отчёт-1', 'отчёт-2', 'отчёя', '😀a', '😀b', '😁', 'z\u{10FFFF}', 'z\u{10FFFF}y', '{'];
     const ids = new Map<string, string>();
     for (const name of names) ids.set(name, (await (await submit({ command: 'true', name })).json()).id);
@@ -206,15 +206,15 @@ describe('GET /v1/jobs', () => {
     // `%` and `_` are the name's own characters, not LIKE wildcards.
     expect(await found('ab%')).toEqual(['ab%c']);
     expect(await found('ab_')).toEqual(['ab_x']);
-    expect(await found('ab')).toEqual(['ab', 'ab_x', 'abc', 'ab%c']);
-    expect(await found('отчёт-')).toEqual(['отчёт-2', 'отчёт-1']);
-    expect(await found('отчё')).toEqual(['отчёя', 'отчёт-2', 'отчёт-1']);
-    expect(await found('😀')).toEqual(['😀b', '😀a']);
+    expect(await found('ab')).toEqual(['ab', 'ab%c', 'ab_x', 'abc']);
+    expect(await found('отчёт-')).toEqual(['отчёт-1', 'отчёт-2']);
+    expect(await found('отчё')).toEqual(['отчёт-1', 'отчёт-2', 'отчёя']);
+    expect(await found('😀')).toEqual(['😀a', '😀b']);
     // The highest code point has nothing above it: the range still ends before the next prefix.
-    expect(await found('z\u{10FFFF}')).toEqual(['z\u{10FFFF}y', 'z\u{10FFFF}']);
+    expect(await found('z\u{10FFFF}')).toEqual(['z\u{10FFFF}', 'z\u{10FFFF}y']);
     expect(await found('AB')).toEqual([]);
 
-    // Paging through a prefix, newest first, one job a page.
+    // Paging through a prefix in name order, one job a page.
     const seen: string[] = [];
     let cursor: string | null = '';
     while (cursor !== null) {
@@ -222,10 +222,18 @@ describe('GET /v1/jobs', () => {
       seen.push(...page.jobs.map((j) => j.name));
       cursor = page.nextCursor;
     }
-    expect(seen).toEqual(['отчёя', 'отчёт-2', 'отчёт-1']);
+    expect(seen).toEqual(['отчёт-1', 'отчёт-2', 'отчёя']);
+    // A page cannot continue after a job deleted since: it says so rather than end the listing early.
+    const first = await search(`namePrefix=${encodeURIComponent('отч')}&limit=1`);
+    expect((await g.req('DELETE', `/v1/jobs/${ids.get('отчёт-1')}`, { token: acme })).status).toBe(204);
+    const gone = await g.req('GET', `/v1/jobs?namePrefix=${encodeURIComponent('отч')}&limit=1&cursor=${first.nextCursor}`, { token: acme });
+    expect(gone.status).toBe(422);
+    expect((await problemOf(gone)).fields).toEqual(['cursor']);
+    const elsewhere = await g.req('GET', `/v1/jobs?namePrefix=${encodeURIComponent('отч')}&cursor=${ids.get('abc')}`, { token: acme });
+    expect(elsewhere.status).toBe(422);
 
-    g.s.machine.cancel(ids.get('отчёт-1')!);
-    expect((await search(`namePrefix=${encodeURIComponent('отчёт')}&state=cancelled`)).jobs.map((j) => j.name)).toEqual(['отчёт-1']);
+    g.s.machine.cancel(ids.get('отчёт-2')!);
+    expect((await search(`namePrefix=${encodeURIComponent('отчёт')}&state=cancelled`)).jobs.map((j) => j.name)).toEqual(['отчёт-2']);
     const other = await g.tenant('other');
     await submit({ command: 'true', name: 'abz' }, other);
     expect(await found('ab')).not.toContain('abz');

@@ -97,7 +97,7 @@ export function jobRoutes(s: Services) {
       path: '/v1/jobs',
       operationId: 'listJobs',
       tags: ['jobs'],
-      summary: 'List jobs, newest first',
+      summary: 'List jobs, newest first (in name order with namePrefix)',
       security: bearer,
       middleware: [read] as const,
       request: {
@@ -109,7 +109,10 @@ export function jobRoutes(s: Services) {
             .min(1)
             .max(MAX_NAME_LENGTH)
             .optional()
-            .openapi({ description: 'Only jobs whose name starts with this, exactly (case-sensitive; `%`, `_` and `*` are plain characters)', example: 'nightly-' }),
+            .openapi({
+              description: 'Only jobs whose name starts with this, exactly (case-sensitive; `%`, `_` and `*` are plain characters). The jobs then come in name order (by code point), not newest first.',
+              example: 'nightly-',
+            }),
           function: z.string().min(1).max(MAX_NAME_LENGTH).optional().openapi({ description: 'Only jobs invoked from this function' }),
           limit: z.coerce.number().int().min(1).max(200).default(50),
           cursor: z.string().regex(/^job_[0-9A-Z]{26}$/, 'cursor must be a value returned as nextCursor').optional(),

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { and, asc, desc, eq, getTableColumns, gte, lt, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, getTableColumns, gt, gte, lt, sql } from 'drizzle-orm';
 import type { Store } from '../db/open.js';
 import { attempts, idempotencyKeys, jobs } from '../db/schema/index.js';
 import { Conflict, NotFound, Unprocessable } from '../errors/domain.js';
@@ -42,7 +42,7 @@ export interface NewJobRequest {
 export interface ListQuery {
   state?: JobState;
   name?: string;
-  /** Only jobs whose name starts with this (exactly: no wildcards, case and Unicode as given). */
+  /** Only jobs whose name starts with this (exactly: no wildcards, case and Unicode as given); pages then go in name order. */
   namePrefix?: string;
   /** Only jobs invoked from this function (by its name). */
   function?: string;
@@ -268,32 +268,52 @@ export class JobService {
     return view;
   }
 
-  /** Newest first; `cursor` is the last id of the previous page. */
+  /**
+   * Newest first; `cursor` is the last id of the previous page. With `namePrefix`, in name order
+   * instead: the walk is then the jobs_tenant_name index from the prefix (or the cursor's name)
+   * onward and stops after a page, so a page costs the same whether ten names share the prefix or
+   * a million. (Newest first would sort every match on each page: ~0.5 s of blocked event loop
+   * for a prefix 200,000 names share, measured.)
+   */
   list(tenant: string, q: ListQuery): { jobs: JobView[]; nextCursor: string | null } {
+    const prefix = q.namePrefix;
+    const after = prefix !== undefined && q.cursor !== undefined ? this.cursorName(tenant, q.cursor, prefix) : undefined;
     const where = and(
       eq(jobs.tenant, tenant),
       q.state ? eq(jobs.state, q.state) : undefined,
       q.name !== undefined ? eq(jobs.name, q.name) : undefined,
-      ...this.prefixRange(q.namePrefix),
+      ...this.prefixRange(prefix, after),
       q.function !== undefined ? eq(jobs.function, q.function) : undefined,
-      // With a prefix the (tenant, name) range is the way in; `+id` keeps the cursor from
-      // steering SQLite to the (tenant, id) index, which walks every older job of the tenant.
-      q.cursor ? (q.namePrefix !== undefined ? sql`+${jobs.id} < ${q.cursor}` : lt(jobs.id, q.cursor)) : undefined,
+      q.cursor !== undefined && prefix === undefined ? lt(jobs.id, q.cursor) : undefined,
     );
-    const rows = this.store.db.select(VIEW_COLUMNS).from(jobs).where(where).orderBy(desc(jobs.id)).limit(q.limit + 1).all();
+    const rows = this.store.db
+      .select(VIEW_COLUMNS)
+      .from(jobs)
+      .where(where)
+      .orderBy(prefix !== undefined ? asc(jobs.name) : desc(jobs.id))
+      .limit(q.limit + 1)
+      .all();
     const page = rows.slice(0, q.limit);
     return { jobs: page.map((r) => this.view(r)), nextCursor: rows.length > q.limit ? page[page.length - 1]!.id : null };
   }
 
   /**
-   * "name starts with `prefix`" as a bounded range on the jobs_tenant_name index. Each page then
-   * reads the tenant's jobs in that range and sorts them newest first: its cost grows with how
-   * many names share the prefix, not with how many jobs the tenant has.
+   * "name starts with `prefix`" as a bounded range on the jobs_tenant_name index, from `after`
+   * (exclusive) when a page continues: one lower bound, so SQLite seeks to it rather than walk
+   * the range from the prefix (35 ms a page deep into a 200,000-name range, measured).
    */
-  private prefixRange(prefix: string | undefined) {
+  private prefixRange(prefix: string | undefined, after: string | undefined) {
     if (prefix === undefined) return [];
     const bound = prefixBound(prefix);
-    return [gte(jobs.name, prefix), bound === undefined ? undefined : lt(jobs.name, bound)];
+    return [after === undefined ? gte(jobs.name, prefix) : gt(jobs.name, after), bound === undefined ? undefined : lt(jobs.name, bound)];
+  }
+
+  /** The name a name-ordered page continues after: that of the cursor's job, which the prefix must match. */
+  private cursorName(tenant: string, cursor: string, prefix: string): string {
+    const name = this.q.byId.get({ id: cursor, tenant })?.name;
+    if (name === undefined || name === null) throw new Unprocessable('the cursor names a job that no longer exists; start from the first page', 'cursor');
+    if (!name.startsWith(prefix)) throw new Unprocessable('the cursor is not from a listing of this namePrefix', 'cursor');
+    return name;
   }
 
   /** Cancels a job; resolves once the cancel is on disk. */

@@ -8,7 +8,10 @@ import { Page, ProblemBanner, StateBadge, fmtCommand, fmtTime } from '../ui.js';
 const POLL_MS = 2000;
 const PAGE = 25;
 
-/** Jobs, newest first: filters live in the URL so a filtered view can be linked and reloaded. */
+/**
+ * Jobs, newest first (in name order when searching by name prefix, as the API answers): filters
+ * live in the URL so a filtered view can be linked and reloaded.
+ */
 export function Jobs({ route }: { route: Route }) {
   const state = route.query.get('state') ?? '';
   const prefix = route.query.get('namePrefix') ?? '';
@@ -52,7 +55,7 @@ export function Jobs({ route }: { route: Route }) {
     <form class="filters" role="search" aria-label="Filter jobs" onSubmit=${apply}>
       <div class="field"><label for="f-name">Name starts with</label>
         <input id="f-name" name="namePrefix" type="search" value=${prefix} autocomplete="off" aria-describedby="f-name-help" />
-        <p class="help" id="f-name-help">Exact characters, case-sensitive.</p></div>
+        <p class="help" id="f-name-help">Exact characters, case-sensitive; results in name order.</p></div>
       <div class="field"><label for="f-state">State</label>
         <select id="f-state" name="state" value=${state}>
           <option value="">any</option>
@@ -66,7 +69,7 @@ export function Jobs({ route }: { route: Route }) {
     <${ProblemBanner} error=${error} />
     <div class="table-wrap" aria-live="polite" aria-busy=${page ? 'false' : 'true'}>
       <table class="jobs">
-        <caption class="sr-only">Jobs, newest first</caption>
+        <caption class="sr-only">${prefix ? `Jobs whose name starts with ${prefix}, in name order` : 'Jobs, newest first'}</caption>
         <thead><tr><th scope="col">Job</th><th scope="col">State</th><th scope="col">Command</th><th scope="col">Created</th></tr></thead>
         <tbody>
           ${page?.jobs.map(
@@ -82,8 +85,8 @@ export function Jobs({ route }: { route: Route }) {
       ${page && page.jobs.length === 0 && html`<p class="empty">No jobs${state || prefix || fn ? ' match these filters' : ' yet'}.</p>`}
     </div>
     <nav class="pager" aria-label="Pages">
-      <button type="button" class="secondary" disabled=${cursors.length === 0} onClick=${() => setCursors(cursors.slice(0, -1))}>Newer</button>
-      <button type="button" class="secondary" disabled=${!page?.nextCursor} onClick=${() => page?.nextCursor && setCursors([...cursors, page.nextCursor])}>Older</button>
+      <button type="button" class="secondary" disabled=${cursors.length === 0} onClick=${() => setCursors(cursors.slice(0, -1))}>${prefix ? 'Previous' : 'Newer'}</button>
+      <button type="button" class="secondary" disabled=${!page?.nextCursor} onClick=${() => page?.nextCursor && setCursors([...cursors, page.nextCursor])}>${prefix ? 'Next' : 'Older'}</button>
     </nav>
   <//>`;
 }
