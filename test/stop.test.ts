@@ -132,8 +132,8 @@ describe('stopping leaves nothing behind (real LXC)', () => {
       await until(() => p.output().includes('no new runs; waiting for running attempts'), 10_000, 10);
       process.kill(-p.child.pid!, 'SIGINT');
       expect(await p.exited).toBe(1);
-      expect(p.output()).toMatch(/stopping without waiting for running work; cleaning up/);
       expect(await leftovers(name)).toEqual(nothing);
+      expect(p.output()).toMatch(/stopping without waiting for running work; cleaning up/);
     });
   }, 180_000);
 
