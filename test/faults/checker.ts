@@ -112,8 +112,8 @@ export function check(
   db: DbView,
   frames: WireFrame[],
   rejected: Set<string>,
-  /** [from, to] ms when the gateway was down (killed → listening again): results handed to it then died with it. */
-  gatewayDown: Array<[number, number]> = [],
+  /** The gateway's own faults (kill -9, disk full), from their start to the harness undoing them: named in the findings they explain. */
+  gatewayFaults: Array<{ kind: string; from: number; to: number }> = [],
 ): { counts: Omit<Counts, 'leaked'>; findings: Finding[] } {
   const findings: Finding[] = [];
   const ended = new Map<string, WireFrame[]>();
@@ -168,7 +168,10 @@ export function check(
       else if (rejected.has(key)) {
         fencedAttempts.add(key);
         add('fenced', what);
-      } else add('duplicated', `ran again, its earlier delivered result neither recorded nor logged as rejected: ${what}`);
+      } else {
+        const during = gatewayFaults.find((g) => f.at >= g.from - 1000 && f.at <= g.to + 1000);
+        add('duplicated', `ran again, its earlier delivered result neither recorded nor logged as rejected${during ? ` (delivered during the gateway's ${during.kind})` : ''}: ${what}`);
+      }
     }
   }
   const n = (c: Finding['count']) => new Set(findings.filter((f) => f.count === c).map((f) => (c === 'fenced' ? f.detail : f.jobId))).size;

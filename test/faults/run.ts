@@ -123,8 +123,8 @@ async function main(): Promise<number> {
     await c.teardown();
   }
   const leaks = findLeaks(c.run, DIR);
-  const down = faults.filter((f) => f.kind === 'gateway kill -9').map((f): [number, number] => [f.at, f.undoneAt ?? f.at]);
-  const { counts, findings } = check(stats.accepted, db, c.frames, rejectedLate(c.gatewayLog), down);
+  const onGateway = faults.filter((f) => f.target === 'gateway').map((f) => ({ kind: f.kind, from: f.at, to: f.undoneAt ?? f.at }));
+  const { counts, findings } = check(stats.accepted, db, c.frames, rejectedLate(c.gatewayLog), onGateway);
   const all: Counts = { ...counts, leaked: leaks.length };
 
   printTable(
