@@ -9,6 +9,7 @@ import { mintToken } from '../src/auth/tokens.js';
 import { Connection } from '../agent/connection.js';
 import { AgentMessage, CLOSE, PROTOCOL_VERSION, parseFrame, type GatewayMessage } from '../src/protocol/messages.js';
 import { ensureBusybox } from './helpers/cluster.js';
+import { runCli } from './helpers/process.js';
 import { fakeAgent, loopbackGateway, until, type FakeAgent, type LoopbackGateway, type RunFrame } from './helpers/fake-agent.js';
 
 /**
@@ -249,6 +250,17 @@ describe('agent names', () => {
     await new Promise((r) => setTimeout(r, 300));
     expect(upgrades).toBe(seen);
     expect(upgrades).toBe(4); // one each: the wrong name, the bad token, the holder, the late twin
+  });
+});
+
+describe('corral agent', () => {
+  it('exits 2 with the reason when the gateway refuses its name, instead of dialling again', async () => {
+    lb = await loopbackGateway();
+    const token = (await runCli(['token', '--scope', 'agent', '--name', 'lc-granted'], { CORRAL_DATA: lb.gateway.services.config.dataDir })).stdout.trim();
+    const env = { CORRAL_GATEWAY: lb.url.replace('http', 'ws'), CORRAL_AGENT_TOKEN: token, CORRAL_WARM: '0', CORRAL_AGENT_IMAGES: 'busybox', CORRAL_LOG_LEVEL: 'silent' };
+    const run = await runCli(['agent', '--name', 'lc-other'], env);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('token is for agent lc-granted');
   });
 });
 
