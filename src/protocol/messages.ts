@@ -29,7 +29,12 @@ import { z } from 'zod';
  *   instead of leaving the gateway to wait for a lease. A `run` for a job the agent still runs
  *   under an older fence supersedes it: the old attempt is stopped and the new one runs.
  */
-export const PROTOCOL_VERSION = 1;
+/**
+ * 2: names bound to tokens, duplicates refused, pings, cancels re-sent, every run answered (an
+ * agent of version 1 drops a re-dispatch and leaves runs it cannot start to their lease, so the
+ * gateway refuses it with `CLOSE.protocol` rather than run a mixed cluster).
+ */
+export const PROTOCOL_VERSION = 2;
 
 /** Close codes of the agent link (4000–4999 are the application's). */
 export const CLOSE = {
