@@ -236,21 +236,28 @@ describe('the console', () => {
     const triggers = async () => ((await (await acmeFunctions('GET', '/v1/functions/shout/triggers')).json()) as { triggers: unknown[] }).triggers.length;
     const ask = page.locator('.trigger').getByRole('button', { name: 'Delete…' });
     const focused = () => page.evaluate(() => document.activeElement?.textContent ?? '');
+    const group = page.getByRole('group', { name: 'Confirm delete' });
+    // Each key waits for the page to have answered the one before: focus moves in an effect after the render.
+    const open = async () => {
+      await page.keyboard.press('Enter');
+      await group.waitFor();
+      await expect.poll(focused).toBe('Keep');
+    };
+    const closed = async () => {
+      await ask.waitFor();
+      await expect.poll(focused).toBe('Delete…');
+    };
     await ask.focus();
+    await open();
     await page.keyboard.press('Enter');
-    await page.getByRole('group', { name: 'Confirm delete' }).waitFor();
-    expect(await focused()).toBe('Keep');
-    await page.keyboard.press('Enter');
-    await ask.waitFor();
-    expect(await focused()).toBe('Delete…');
-    await page.keyboard.press('Enter');
+    await closed();
+    await open();
     await page.keyboard.press('Escape');
-    await ask.waitFor();
-    expect(await focused()).toBe('Delete…');
+    await closed();
     expect(await triggers()).toBe(1);
-    await page.keyboard.press('Enter');
+    await open();
     await page.keyboard.press('Shift+Tab');
-    expect(await focused()).toBe('Delete');
+    await expect.poll(focused).toBe('Delete');
     await page.keyboard.press('Enter');
     await page.getByText('No triggers.').waitFor();
     expect(await triggers()).toBe(0);

@@ -55,7 +55,7 @@ export function Jobs({ route }: { route: Route }) {
     <form class="filters" role="search" aria-label="Filter jobs" onSubmit=${apply}>
       <div class="field"><label for="f-name">Name starts with</label>
         <input id="f-name" name="namePrefix" type="search" value=${prefix} autocomplete="off" aria-describedby="f-name-help" />
-        <p class="help" id="f-name-help">Exact characters, case-sensitive; results in name order.</p></div>
+        <p class="help" id="f-name-help">Case-sensitive; sorted by name.</p></div>
       <div class="field"><label for="f-state">State</label>
         <select id="f-state" name="state" value=${state}>
           <option value="">any</option>
