@@ -35,14 +35,11 @@ export async function agentCommand(args: Args): Promise<void> {
     process.stderr.write(`corral agent: ${err.message}\n`);
     void agent.stop().then(() => process.exit(2));
   });
-  let hurry!: () => void;
-  const hurried = new Promise<void>((resolve) => (hurry = resolve));
   signals.arm({
     async stop() {
-      await Promise.race([agent.drain(config.drainMs), hurried]);
+      await Promise.race([agent.drain(config.drainMs), signals.hurried]);
       await agent.stop();
     },
-    hurry,
     abandon() {
       const left = agent.pool.remaining();
       if (left.containers.length + left.starting === 0) return 'no container is left';

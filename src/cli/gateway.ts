@@ -37,15 +37,12 @@ export async function gatewayCommand(args: Args): Promise<void> {
   printFirstStart(g);
   // SIGTERM drains (new work gets 503, running attempts finish up to --drain-ms); a second
   // signal ends the drain and closes the database; a third exits at once.
-  let hurry!: () => void;
-  const hurried = new Promise<void>((resolve) => (hurry = resolve));
   signals.arm({
     async stop() {
-      await Promise.race([g.drain(), hurried]);
+      await Promise.race([g.drain(), signals.hurried]);
       await g.close();
       lock.release();
     },
-    hurry,
     abandon: () => `${runningAttempts(g)} attempt(s) still running are re-run after the next start`,
   });
 }

@@ -185,8 +185,11 @@ export function stopLevelOf(m: unknown): StopLevel | undefined {
 export interface StopSteps {
   /** Level 1: the polite stop (drain, then clean up). Resolves when everything is cleaned up. */
   stop(): Promise<void>;
-  /** Level 2: stop waiting for running work; the cleanup `stop()` goes on to do still runs to its end. */
-  hurry(): void;
+  /**
+   * Level 2: stop waiting for running work (`StopSignals.hurried` settles too); the cleanup
+   * `stop()` goes on to do still runs to its end.
+   */
+  hurry?(): void;
   /** Level 3: the process exits as soon as this settles; says what is left behind. */
   abandon(): string | Promise<string>;
 }
@@ -208,11 +211,11 @@ export class StopSignals {
   /** Signals counted apart from a parent's word: its word and the signal it passes on are one step, not two. */
   private signals = 0;
   private steps: StopSteps | undefined;
+  private hurry!: () => void;
+  /** Settles at level 2: a drain that races it ends early. */
+  readonly hurried = new Promise<void>((resolve) => (this.hurry = resolve));
 
-  constructor(
-    private readonly say: (line: string) => void,
-    private readonly exit: (code: number) => never | void = (code) => process.exit(code),
-  ) {
+  constructor(private readonly say: (line: string) => void) {
     const next = () => this.escalate(Math.min(3, ++this.signals) as StopLevel);
     process.on('SIGINT', next);
     process.on('SIGTERM', next);
@@ -234,19 +237,20 @@ export class StopSignals {
     const from = this.at;
     this.at = level;
     const steps = this.steps;
-    if (!steps) return void this.exit(1);
+    if (!steps) return void process.exit(1);
     if (from < 1) {
       steps.stop().then(
-        () => this.exit(this.at > 1 ? 1 : 0),
+        () => process.exit(this.at > 1 ? 1 : 0),
         (err: unknown) => {
           this.say(`stopping failed: ${err instanceof Error ? err.message : String(err)}`);
-          this.exit(1);
+          process.exit(1);
         },
       );
     }
     if (from < 2 && level >= 2) {
       this.say('stopping without waiting for running work; cleaning up (a third signal exits at once)');
-      steps.hurry();
+      this.hurry();
+      steps.hurry?.();
     }
     if (level === 3) {
       void Promise.resolve()
@@ -255,7 +259,7 @@ export class StopSignals {
           (left) => this.say(`exiting at once: ${left}`),
           () => this.say('exiting at once'),
         )
-        .finally(() => this.exit(1));
+        .finally(() => process.exit(1));
     }
   }
 }
