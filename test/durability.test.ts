@@ -1,14 +1,17 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
 import { afterEach, describe, expect, it } from 'vitest';
+import Database from 'better-sqlite3';
+import { MAX_WAL_BYTES } from '../src/db/checkpoint.js';
 import { GroupCommit } from '../src/db/group-commit.js';
+import { openStore } from '../src/db/open.js';
 import { createApp } from '../src/http/app.js';
 import { testGateway, type TestGateway } from './fixtures.js';
-import { CLI, freePort, runCli } from './helpers/process.js';
+import { CLI, ROOT, freePort, runCli } from './helpers/process.js';
 
 type Held = Array<{ path: string; done: (err: NodeJS.ErrnoException | null) => void }>;
 
@@ -274,5 +277,70 @@ describe('every 202 leaves after an fsync of the WAL that covers its job (strace
     expect(normalCheck.unmatched).toBe(0);
     expect(normalCheck.violations).toBeGreaterThan(0);
     process.stdout.write(`strace check: default sync ${JSON.stringify(fullCheck)} (${full.traced.syncs.length} WAL fsyncs); --sync normal ${JSON.stringify(normalCheck)} (${normal.traced.syncs.length} WAL fsyncs)\n`);
+  });
+});
+
+describe('a failed fsync', () => {
+  const EIO = () => Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
+
+  it('fails the writes waiting on it, is reported once and never retried', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'corral-eio-')), 'corral.db');
+    const store = openStore(file, 'full', true, { onSyncError: () => {} });
+    await store.close();
+    const sqlite = new Database(file);
+    sqlite.pragma('journal_mode = WAL');
+    let calls = 0;
+    const fatal: unknown[] = [];
+    const gc = new GroupCommit(sqlite, { file, fdatasync: (_fd, done) => (calls++, done(EIO())), onSyncError: (err) => fatal.push(err) });
+    const insert = (id: string) => () => sqlite.prepare(`INSERT INTO tenants (id, quota, created_at) VALUES (?, '{}', 1)`).run(id);
+    await expect(gc.run(insert('a'))).rejects.toThrow('EIO');
+    // A second fsync could succeed after the kernel dropped the pages the first could not write.
+    await expect(gc.run(insert('b'))).rejects.toThrow('EIO');
+    await expect(gc.durable()).rejects.toThrow('EIO');
+    expect(calls).toBe(1);
+    expect(fatal).toHaveLength(1);
+    gc.wal.close();
+    sqlite.close();
+  });
+
+  it('ends the process with status 70 before anything is answered; the next start recovers the commit from the WAL', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'corral-eio-')), 'corral.db');
+    const script = `
+      import { openStore } from ${JSON.stringify(join(ROOT, 'dist', 'src', 'db', 'open.js'))};
+      const s = openStore(${JSON.stringify(file)}, 'full', true, { fdatasync: (fd, cb) => cb(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' })) });
+      await s.commit(() => s.sqlite.prepare("INSERT INTO tenants (id, quota, created_at) VALUES ('a', '{}', 1)").run()).catch(() => {});
+      console.log('answered');`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    expect(code).toBe(70);
+    expect(out).toMatch(/fsync of .*corral\.db's write-ahead log failed \(EIO/);
+    expect(out).not.toContain('answered');
+    const again = openStore(file);
+    expect(again.sqlite.prepare('SELECT id FROM tenants').pluck().all()).toEqual(['a']);
+    await again.close();
+  });
+});
+
+describe('the WAL checkpoint', () => {
+  it('runs off the serving connection and keeps the WAL bounded under steady durable writes', { timeout: 60_000 }, async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'corral-ckpt-')), 'corral.db');
+    const store = openStore(file);
+    cleanup.push(() => store.close());
+    // SQLite's automatic checkpoint would run inside COMMIT on this, the event loop's, connection.
+    expect(store.sqlite.pragma('wal_autocheckpoint', { simple: true })).toBe(0);
+    const row = 'x'.repeat(8000);
+    let maxWal = 0;
+    for (let i = 0; i < 80; i++) {
+      // ~0.8 MB a round, 64 MB in all: four times the bound.
+      await Promise.all(Array.from({ length: 100 }, (_, k) => store.commit(() => store.sqlite.prepare(`INSERT INTO tenants (id, quota, created_at) VALUES (?, ?, 1)`).run(`t${i}-${k}`, row))));
+      maxWal = Math.max(maxWal, statSync(`${file}-wal`).size);
+      await new Promise((r) => setImmediate(r));
+    }
+    // The database file holds what was checkpointed: it did not all stay in the WAL.
+    expect(statSync(file).size).toBeGreaterThan(32 * 1024 * 1024);
+    expect(maxWal).toBeLessThanOrEqual(MAX_WAL_BYTES + 4 * 1024 * 1024);
   });
 });
