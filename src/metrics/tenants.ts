@@ -32,8 +32,9 @@ export function registerTenantMetrics(registry: Registry, db: Database.Database,
   const today = db.prepare(
     `SELECT tenant, jobs, attempts, cpu_seconds AS cpuSeconds, gb_seconds AS gbSeconds FROM usage_daily WHERE day = ?`,
   );
-  // Two rows per tenant at most, whatever its backlog: job_counts is kept by triggers on jobs.
-  const live = db.prepare(`SELECT tenant, state, n FROM job_counts WHERE state IN ('queued', 'running') AND n > 0`);
+  // Both walk partial indexes: queued rows are bounded by the tenants' maxQueued, running ones by agent slots.
+  const queued = db.prepare(`SELECT tenant, count(*) AS n FROM jobs WHERE state = 'queued' GROUP BY tenant`);
+  const running = db.prepare(`SELECT tenant, count(*) AS n FROM jobs WHERE state = 'running' GROUP BY tenant`);
 
   // One snapshot per scrape, shared by the gauges so they label the same tenants.
   let snap: { at: number; rows: TenantRow[] } | undefined;
@@ -47,7 +48,8 @@ export function registerTenantMetrics(registry: Registry, db: Database.Database,
       return r;
     };
     for (const u of today.all(utcDay(now)) as Array<Omit<TenantRow, 'queued' | 'running'>>) Object.assign(row(u.tenant), u);
-    for (const q of live.all() as Array<{ tenant: string; state: 'queued' | 'running'; n: number }>) row(q.tenant)[q.state] = q.n;
+    for (const q of queued.all() as Array<{ tenant: string; n: number }>) row(q.tenant).queued = q.n;
+    for (const q of running.all() as Array<{ tenant: string; n: number }>) row(q.tenant).running = q.n;
     const ranked = [...by.values()].sort((a, b) => b.cpuSeconds - a.cpuSeconds || b.queued + b.running - (a.queued + a.running) || (a.tenant < b.tenant ? -1 : 1));
     const rows = ranked.slice(0, limit);
     const rest = ranked.slice(limit);
