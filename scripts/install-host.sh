@@ -19,6 +19,8 @@ command -v nft >/dev/null || need+=(nftables)
 command -v nsenter >/dev/null || need+=(util-linux)
 # The console's browser test drives Debian's chromium (playwright-core downloads no browser).
 command -v chromium >/dev/null || need+=(chromium)
+# The durability test traces a gateway's fsyncs and socket writes with strace.
+command -v strace >/dev/null || need+=(strace)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
