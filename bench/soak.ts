@@ -128,7 +128,7 @@ async function main(): Promise<void> {
         s.latencies = [];
         const agents = ((await (await c.admin('GET', '/v1/agents')).json()) as { agents: Array<{ pool?: { containers?: number } }> }).agents;
         const row: Row = {
-          min: Math.round((now - start) / 60_000),
+          min: Math.round((now - start) / 6000) / 10,
           'gateway RSS MiB': rssKb(c.gateway.pid) / 1024,
           'agents RSS MiB': c.agents.reduce((n, a) => n + rssKb(a.proc.pid), 0) / 1024,
           'gateway fds': fds(c.gateway.pid),
