@@ -190,7 +190,7 @@ export function functionRoutes(s: Services) {
         },
         202: ok(JobViewSchema, 'Queued (on disk), or still running at the end of the wait; Location names the job'),
         // 502's problem also carries jobId, state, exitCode, signal, reason and the tail of stderr.
-        ...problems(400, 401, 403, 404, 409, 413, 422, 429, 502),
+        ...problems(400, 401, 403, 404, 409, 413, 422, 429, 502, 507),
       },
     }),
     async (c) => {

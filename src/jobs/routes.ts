@@ -76,7 +76,7 @@ export function jobRoutes(s: Services) {
       responses: {
         200: jobResponse('The job ended within the wait'),
         202: jobResponse('The job is queued (on disk) or still running'),
-        ...problems(400, 401, 403, 409, 413, 415, 422, 429),
+        ...problems(400, 401, 403, 409, 413, 415, 422, 429, 507),
       },
     }),
     async (c) => {
