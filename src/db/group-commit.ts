@@ -102,7 +102,15 @@ export class GroupCommit {
    * world about a state change waits for this. Nothing written since the last fsync began: it
    * resolves at once, so reading an old finished job costs no fsync.
    */
-  durable = (): Promise<void> => (this.pending.length > 0 ? this.run(() => undefined) : this.wal.barrier());
+  durable = (): Promise<void> =>
+    this.pending.length > 0
+      ? // After the queued group: a group that fails (a full disk) wrote nothing to wait for, and a
+        // read waiting here must not fail with it.
+        this.run(() => undefined, { durable: false }).then(
+          () => this.wal.barrier(),
+          () => this.wal.barrier(),
+        )
+      : this.wal.barrier();
 
   flush(): void {
     this.scheduled = false;
