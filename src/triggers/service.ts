@@ -33,9 +33,11 @@ export interface Fire {
 /** Longest CORRAL_EVENT; longer event names are cut. */
 const MAX_EVENT_LENGTH = 128;
 const MAX_CONTENT_TYPE_BYTES = 1024;
-/** Delivery records are kept this long: senders retry a delivery for hours to days (Standard Webhooks: ~1.5 days). */
+/**
+ * Delivery records are kept at least this long: senders retry a delivery for hours to days
+ * (Standard Webhooks: ~1.5 days). The retention sweep (src/retention) removes older ones.
+ */
 export const DELIVERY_RETENTION_MS = 30 * 24 * 3600 * 1000;
-const PRUNE_EVERY_MS = 3600 * 1000;
 /** Longest id looked up; a longer one cannot be a trigger's and is looked up as '' (same work, no row). */
 const MAX_ID_LENGTH = 64;
 
@@ -74,7 +76,6 @@ export class TriggerService {
   private readonly fires = new RateLimiter();
   /** A sealed secret opened for unknown triggers and missing previous secrets, so every fire opens two. */
   private readonly filler: { sealed: string; context: string };
-  private prunedAt = 0;
 
   constructor(
     private readonly store: Store,
@@ -211,7 +212,6 @@ export class TriggerService {
         // In the job's own transaction: two fires of one delivery cannot both commit a job.
         { alsoWrite: (jobId, at) => this.store.db.insert(triggerDeliveries).values({ triggerId: row.id, deliveryId: dedupeKey, jobId, createdAt: at }).run() },
       );
-      this.prune(now);
       return { jobId: job.id, replayed: false };
     } catch (err) {
       if (isConstraint(err, 'SQLITE_CONSTRAINT_PRIMARYKEY')) {
@@ -241,16 +241,6 @@ export class TriggerService {
       /* sealed under another key (a data directory restored without secrets.key): refused like a bad signature */
     }
     return { secret: this.box.open(this.filler.sealed, this.filler.context), real: false };
-  }
-
-  /** Forgets deliveries no sender still retries, at most once an hour, after a fire's answer is settled. */
-  private prune(now: number): void {
-    if (now - this.prunedAt < PRUNE_EVERY_MS) return;
-    this.prunedAt = now;
-    const before = now - DELIVERY_RETENTION_MS;
-    this.store
-      .commit(() => this.store.sqlite.prepare('DELETE FROM trigger_deliveries WHERE created_at < ?').run(before), { durable: false })
-      .catch(() => undefined);
   }
 
   private view(r: TriggerRow, baseUrl: string): TriggerView {
