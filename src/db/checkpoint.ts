@@ -27,7 +27,7 @@ export const CHECKPOINT_INTERVAL_MS = 500;
 const BOUND_CHECK_MS = 100;
 export const MIN_WAL_BYTES = 4 * 1024 * 1024;
 export const MAX_WAL_BYTES = 16 * 1024 * 1024;
-/** What a WAL that started over is cut back to. */
+/** What a WAL that started over is cut back to; below MAX_WAL_BYTES, since the serving side's check reads the file's size. */
 export const WAL_SIZE_LIMIT = 4 * 1024 * 1024;
 
 /**
