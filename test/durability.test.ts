@@ -326,6 +326,43 @@ describe('a failed fsync', () => {
 });
 
 describe('the WAL checkpoint', () => {
+  it('leaves the database open to other processes: a reader opening it while the gateway writes does not crash it (SIGBUS)', { timeout: 60_000 }, async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'corral-reader-')), 'corral.db');
+    // The writer, in a process of its own: POSIX locks are per process, and the bug was one
+    // process's descriptor dropping its own locks, so that the reader took the -shm file for
+    // unused and truncated it under the writer's mapping.
+    const script = `
+      import { openStore } from ${JSON.stringify(join(ROOT, 'dist', 'src', 'db', 'open.js'))};
+      const s = openStore(${JSON.stringify(file)});
+      const insert = s.sqlite.prepare("INSERT INTO tenants (id, quota, created_at) VALUES (?, '{}', 1)");
+      console.log('open');
+      let n = 0;
+      for (const until = Date.now() + 8000; Date.now() < until; ) {
+        await Promise.all(Array.from({ length: 50 }, () => s.commit(() => insert.run('t' + n++ + 'x'.repeat(2000)))));
+      }
+      await s.close();
+      console.log('wrote', n);`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    let done = false;
+    void exited.then(() => (done = true));
+    while (!out.includes('open') && !done) await new Promise((r) => setTimeout(r, 20));
+    let reads = 0;
+    while (!done) {
+      const reader = new Database(file, { readonly: true });
+      reader.prepare('SELECT count(*) FROM tenants').pluck().get();
+      reader.close();
+      reads++;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(await exited, out).toEqual({ code: 0, signal: null });
+    expect(out).toMatch(/wrote \d+/);
+    expect(reads).toBeGreaterThan(50);
+  });
+
   it('runs off the serving connection and keeps the WAL bounded under steady durable writes', { timeout: 60_000 }, async () => {
     const file = join(mkdtempSync(join(tmpdir(), 'corral-ckpt-')), 'corral.db');
     const store = openStore(file);

@@ -51,10 +51,14 @@ const shm = Buffer.alloc(100);
 // Bytes of WAL not yet checkpointed, from the wal-index header in the -shm file (sqlite.org/walformat.html:
 // mxFrame at byte 16, the page size at 14, nBackfill at 96, native byte order). Read without its locks:
 // a guess is enough to decide whether to start.
+// The descriptor stays open for the worker's life: closing any descriptor of a file drops every
+// POSIX lock this process holds on it, SQLite's own included, and the next process to open the
+// database would then take the -shm file for unused and truncate it under the gateway's mapping
+// (SIGBUS).
+let shmFd;
 function behind() {
-  let fd;
-  try { fd = openSync(workerData.file + '-shm', 'r'); } catch { return 0; }
-  try { if (readSync(fd, shm, 0, 100, 0) < 100) return 0; } finally { closeSync(fd); }
+  if (shmFd === undefined) { try { shmFd = openSync(workerData.file + '-shm', 'r'); } catch { return 0; } }
+  if (readSync(shmFd, shm, 0, 100, 0) < 100) return 0;
   const frames = shm.readUInt32LE(16) - shm.readUInt32LE(96);
   const page = shm.readUInt16LE(14) === 1 ? 65536 : shm.readUInt16LE(14);
   return frames * (page + 24);
@@ -76,7 +80,7 @@ const timer = setInterval(() => {
     if (/FSYNC/.test(String(err.code))) { clearInterval(timer); parentPort.postMessage({ fatal: String(err.code) + ': ' + err.message }); }
   }
 }, workerData.intervalMs);
-parentPort.on('message', () => { clearInterval(timer); db.close(); parentPort.close(); });
+parentPort.on('message', () => { clearInterval(timer); db.close(); if (shmFd !== undefined) closeSync(shmFd); parentPort.close(); });
 `;
 
 /**
@@ -100,6 +104,9 @@ export class Checkpointer {
     const driver = createRequire(import.meta.url).resolve('better-sqlite3');
     this.worker = new Worker(WORKER, {
       eval: true,
+      // Not the parent's flags: under `--input-type=module` the evaluated source would be an ES
+      // module, where `require` does not exist.
+      execArgv: [],
       workerData: { file, driver, intervalMs, minWalBytes: o.minWalBytes ?? MIN_WAL_BYTES },
     });
     this.worker.on('message', (m: { fatal: string }) => o.onFatal(new Error(`WAL checkpoint failed: ${m.fatal}`)));
