@@ -101,6 +101,9 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ level
     cancel(m) {
       runner.cancel(m.jobId, m.fence);
     },
+    ack() {
+      // The connection forgets the acknowledged result (see Connection.results).
+    },
   };
   connection.on('message', (m) => {
     try {

@@ -39,6 +39,12 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private closed = false;
   private retry?: NodeJS.Timeout;
   private outbox: AgentMessage[] = [];
+  /**
+   * Results (`ended`) the gateway has not acknowledged, by "jobId fence", with when each was last
+   * sent: sent again after every welcome and, while the link is up, every other heartbeat, until
+   * the gateway's `ack` says it is on disk (see the protocol's lifecycle).
+   */
+  private readonly results = new Map<string, { msg: AgentMessage; sentAt: number }>();
   private liveness?: NodeJS.Timeout;
   /** When anything last came in on the current link (a frame, a ping, a pong). */
   private heardAt = 0;
@@ -74,6 +80,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       const parsed = parseFrame(GatewayMessage, data);
       if (!parsed.ok) return void this.o.log.warn({ error: parsed.error }, 'dropped malformed gateway frame');
       if (parsed.msg.type === 'welcome') this.welcome(ws, parsed.msg);
+      if (parsed.msg.type === 'ack') this.results.delete(`${parsed.msg.jobId} ${parsed.msg.fence}`);
       this.emit('message', parsed.msg);
     });
     ws.on('unexpected-response', (_req, res) => {
@@ -106,6 +113,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     const pending = this.outbox;
     this.outbox = [];
     for (const f of pending) ws.send(JSON.stringify(f));
+    // After the output kept for them: a result goes after its attempt's output.
+    this.resendResults(ws, 0);
     this.watch(ws, m.heartbeatMs, m.leaseMs ?? 3 * m.heartbeatMs);
     this.o.log.info({ gateway: this.o.gateway }, 'connected to gateway');
     this.emit('open');
@@ -119,9 +128,27 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         this.o.log.warn({ silentMs: Date.now() - this.heardAt }, 'gateway link silent for a lease: dialling again');
         clearInterval(this.liveness);
         ws.terminate();
-      } else if (ws.readyState === WebSocket.OPEN) ws.ping();
+      } else if (ws.readyState === WebSocket.OPEN) {
+        ws.ping();
+        this.resendResults(ws, 2 * heartbeatMs);
+      }
     }, heartbeatMs);
     this.liveness.unref();
+  }
+
+  /** Sends again the results not acknowledged that were last sent at least `olderThanMs` ago. */
+  private resendResults(ws: WebSocket, olderThanMs: number): void {
+    const now = Date.now();
+    for (const r of this.results.values()) {
+      if (now - r.sentAt < olderThanMs) continue;
+      r.sentAt = now;
+      ws.send(JSON.stringify(r.msg));
+    }
+  }
+
+  /** Results the gateway has not acknowledged yet (they are sent again until it does). */
+  get unacknowledged(): number {
+    return this.results.size;
   }
 
   private refuse(message: string): void {
@@ -136,6 +163,11 @@ export class Connection extends EventEmitter<ConnectionEvents> {
    * full; a heartbeat or a pool report is replaced by the next hello).
    */
   send(msg: AgentMessage): void {
+    if (msg.type === 'ended') {
+      this.results.set(`${msg.jobId} ${msg.fence}`, { msg, sentAt: Date.now() });
+      if (this.open) this.ws!.send(JSON.stringify(msg));
+      return;
+    }
     if (this.open) return void this.ws!.send(JSON.stringify(msg));
     if (msg.type === 'heartbeat' || msg.type === 'hello' || msg.type === 'pool') return;
     if (msg.type === 'output' && this.outbox.length >= OUTBOX_LIMIT) return;

@@ -55,6 +55,7 @@ export async function startGateway(config: GatewayConfig, o: BuildOptions = {}):
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s as Server));
   });
   server.keepAliveTimeout = 65_000;
+  services.machine.renewAllAtStart();
   services.hub.attach(server);
   services.scheduler.start();
   services.callbacks.deliverer.start();

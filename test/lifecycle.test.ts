@@ -199,6 +199,67 @@ describe('liveness', () => {
   });
 });
 
+describe('results', () => {
+  it('the gateway acknowledges a result once it is on disk, and a result sent twice is recorded once', async () => {
+    lb = await loopbackGateway({ CORRAL_LEASE_MS: '60000' });
+    const token = await lb.tenant('acked');
+    const agent = await fakeAgent(lb.url, lb.agentToken, { name: 'acker' });
+    cleanup.push(() => agent.close());
+    const { body: job } = await lb.req('POST', '/v1/jobs', token, { command: 'true' });
+    const run = await agent.nextRun();
+    const ended = { type: 'ended', jobId: run.jobId, fence: run.fence, container: 'c1', result: { exitCode: 0, signal: null, reason: 'exit', wallMs: 5 } } as const;
+    const acks = () => agent.frames.filter((f) => f.type === 'ack' && f.jobId === job.id && f.fence === run.fence).length;
+    agent.send(ended);
+    await until(() => acks() === 1);
+    agent.send(ended); // again, as after a reconnect that lost the first ack
+    await until(() => acks() === 2);
+    const { body } = await lb.req('GET', `/v1/jobs/${job.id}`, token);
+    expect(body.state).toBe('succeeded');
+    expect(body.attempts).toHaveLength(1);
+  });
+
+  it('an agent sends a result again until it is acknowledged, after each welcome and while the link stays up', async () => {
+    const wss = new WebSocketServer({ port: 0 });
+    cleanup.push(() => new Promise((r) => wss.close(r)));
+    const received: string[] = [];
+    let ack = false;
+    let link: WebSocket | undefined;
+    wss.on('connection', (ws) => {
+      link = ws;
+      ws.on('message', (data) => {
+        const m = JSON.parse(String(data)) as AgentMessage;
+        if (m.type === 'hello') return void ws.send(JSON.stringify({ type: 'welcome', version: PROTOCOL_VERSION, agent: 'x', heartbeatMs: 50, leaseMs: 5000 }));
+        if (m.type !== 'ended') return;
+        received.push(m.jobId);
+        if (ack) ws.send(JSON.stringify({ type: 'ack', jobId: m.jobId, fence: m.fence } satisfies GatewayMessage));
+      });
+    });
+    const conn = new Connection({ gateway: `ws://127.0.0.1:${(wss.address() as { port: number }).port}`, token: 't', log: quiet, hello: () => hello('x'), minDelayMs: 1, maxDelayMs: 5 });
+    cleanup.push(() => conn.close());
+    conn.start();
+    await until(() => conn.open);
+    const result = { exitCode: 0, signal: null, reason: 'exit' as const };
+    const a = `job_${'A'.repeat(26)}`;
+    conn.send({ type: 'ended', jobId: a, fence: 1, result });
+    // Not acknowledged (the gateway could not write it): sent again while the link stays up.
+    await until(() => received.filter((j) => j === a).length >= 3);
+    // A new link: sent again right after the welcome; acknowledged there, then never again.
+    ack = true;
+    const before = received.length;
+    link!.terminate();
+    await until(() => received.length > before);
+    expect(conn.unacknowledged).toBe(0);
+    const after = received.length;
+    const b = `job_${'B'.repeat(26)}`;
+    conn.send({ type: 'ended', jobId: b, fence: 2, result });
+    await until(() => received.includes(b));
+    await until(() => conn.unacknowledged === 0);
+    // Six more heartbeats: nothing acknowledged goes out again.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(received.slice(after)).toEqual([b]);
+  });
+});
+
 describe('agent names', () => {
   it('an agent connects only under the name its token allows', async () => {
     lb = await loopbackGateway();

@@ -26,6 +26,19 @@ beforeEach(() => {
 });
 
 describe('job state machine', () => {
+  it('gives every running attempt a full lease at gateway start: time the gateway was down does not expire it', () => {
+    add(ID(1));
+    add(ID(2));
+    machine.claim(ID(1), 'a1');
+    now += 60_000; // the gateway was down for longer than the lease
+    expect(machine.renewAllAtStart()).toBe(1);
+    expect(machine.reapExpired()).toBe(0);
+    expect(state(ID(1))).toBe('running');
+    now += 10_001; // the agent did not come back within the new lease
+    expect(machine.reapExpired()).toBe(1);
+    expect(state(ID(2))).toBe('queued');
+  });
+
   it('claims a queued job once, with a fence and attempt 1', () => {
     add(ID(1));
     const c = machine.claim(ID(1), 'a1');

@@ -79,10 +79,10 @@ const handlers: { [T in Exclude<AgentMessage['type'], 'hello'>]: (d: HandlerDeps
 
   ended(d, a, m) {
     if (a.running.get(m.jobId) === m.fence) release(a, m.jobId);
-    d.metrics.attemptsEnded.inc({ reason: m.result.reason });
     try {
       if (m.container !== undefined) d.machine.start(m.jobId, m.fence, m.container, d.machine.clock() - Math.round(m.result.wallMs ?? 0), a.id);
       d.machine.finish(m.jobId, m.fence, m.result, a.id);
+      d.metrics.attemptsEnded.inc({ reason: m.result.reason });
     } catch (err) {
       if (!(err instanceof LeaseLost)) throw err;
       d.log.info({ agent: a.id, jobId: m.jobId, fence: m.fence }, 'late result for a superseded attempt rejected');

@@ -130,9 +130,13 @@ export class AgentHub extends EventEmitter<HubEvents> {
         // Frames from one turn of the event loop share one grouped commit (one fsync).
         // Only a result must be on disk before anyone is told; starts, output and heartbeats ride
         // along. Job events leave after the commit (after the fsync, for a result).
-        commitTransitions(this.deps.commit, this.deps.machine, () => handleMessage({ ...this.deps, hub: this }, c, msg), { durable: msg.type === 'ended' }).catch(
-          (err: unknown) => this.deps.log.error({ err, agent: c.id, type: msg.type }, 'agent message handler failed'),
-        );
+        // A result is acknowledged once what was done with it is on disk; one whose write failed
+        // (a full disk) is not, and the agent sends it again.
+        commitTransitions(this.deps.commit, this.deps.machine, () => handleMessage({ ...this.deps, hub: this }, c, msg), { durable: msg.type === 'ended' })
+          .then(() => {
+            if (msg.type === 'ended') this.sendTo(c, { type: 'ack', jobId: msg.jobId, fence: msg.fence });
+          })
+          .catch((err: unknown) => this.deps.log.error({ err, agent: c.id, type: msg.type }, 'agent message handler failed'));
       } catch (err) {
         this.deps.log.error({ err, agent: conn?.id, type: msg.type }, 'agent message handler failed');
       }

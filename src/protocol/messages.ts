@@ -28,6 +28,12 @@ import { z } from 'zod';
  *   `reason: 'agent_error'` (the platform's fault: re-queued without using the job's retries)
  *   instead of leaving the gateway to wait for a lease. A `run` for a job the agent still runs
  *   under an older fence supersedes it: the old attempt is stopped and the new one runs.
+ * - Results are kept until acknowledged: the gateway answers each `ended` with `ack` once what
+ *   it did with it (recorded, or rejected as stale) is on disk. The agent keeps every `ended`
+ *   not yet acknowledged, sends them all again after each `welcome`, and again every other
+ *   heartbeat while the link stays up, so a result in flight when the gateway dies, or one the
+ *   gateway could not write (a full disk), is not lost and its job not run twice. A result sent
+ *   twice changes nothing the second time (its attempt is no longer current).
  */
 /**
  * 2: names bound to tokens, duplicates refused, pings, cancels re-sent, every run answered (an
@@ -166,6 +172,8 @@ export const GatewayMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('run'), jobId: JobId, fence: Fence, tenant: Name, attempt: z.number().int().positive(), spec: RunSpecSchema }),
   /** Stop attempt (jobId, fence); sent again with every hello and heartbeat that still reports it. */
   z.object({ type: z.literal('cancel'), jobId: JobId, fence: Fence }),
+  /** The `ended` of attempt (jobId, fence) is on disk, recorded or rejected as stale: the agent may forget it. */
+  z.object({ type: z.literal('ack'), jobId: JobId, fence: Fence }),
 ]);
 export type GatewayMessage = z.infer<typeof GatewayMessage>;
 

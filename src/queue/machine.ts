@@ -235,6 +235,16 @@ export class JobMachine extends EventEmitter<MachineEvents> {
     return row && { cancelRequested: row.cancelRequested === 1 };
   }
 
+  /**
+   * Gives every running attempt a full lease from now; called once when the gateway starts. While
+   * the gateway was down no agent could renew anything, so leases that ran out then say nothing of
+   * the agents: each gets a lease to dial again and report what it runs (and the results it kept),
+   * instead of its attempts being re-run at the first reap. Returns the attempts renewed.
+   */
+  renewAllAtStart(): number {
+    return this.sql.renewAll.run({ leaseExpiresAt: this.clock() + this.leaseMs }).changes;
+  }
+
   /** The memory limit a job runs with (0 if unknown: jobs from before limits were always filled). */
   memoryOf(jobId: string): number {
     const m = this.sql.memoryOf.get(jobId);
