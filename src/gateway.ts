@@ -25,6 +25,8 @@ export interface Gateway {
 }
 
 /** How often a drain looks whether the last attempt has ended. */
+/** How long requests under way may take to finish once the gateway closes. */
+const CLOSE_GRACE_MS = 2000;
 const DRAIN_POLL_MS = 50;
 
 const ADMIN_TTL_SECONDS = 365 * 86400;
@@ -92,8 +94,14 @@ export async function startGateway(config: GatewayConfig, o: BuildOptions = {}):
       await services.callbacks.deliverer.stop();
       await services.retention.stop();
       await services.hub.close();
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      // Requests under way get a moment to finish: a ?wait about the job that just ended is
+      // answered once its end is on disk, which can be after the drain saw its slot come free.
+      // Idle keep-alive connections close now; whatever still runs after the grace is cut.
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const grace = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+      await closed;
+      clearTimeout(grace);
       await services.store.close();
     },
   };
