@@ -22,6 +22,18 @@ export interface ConnectionOptions {
   maxDelayMs?: number;
 }
 
+/** Output of one attempt kept for a resend; past it, chunks are sent once and may be lost with a link. */
+const KEPT_OUTPUT_BYTES = 2 * 1024 * 1024;
+
+interface KeptAttempt {
+  output: Array<Extract<AgentMessage, { type: 'output' }>>;
+  /** Bytes of output sent for the attempt, both streams: the next chunk's offset. */
+  sentBytes: number;
+  keptBytes: number;
+  ended?: AgentMessage;
+  sentAt: number;
+}
+
 /** Frames kept for the gateway while disconnected (results are never dropped; output may be). */
 const OUTBOX_LIMIT = 10_000;
 
@@ -40,11 +52,14 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private retry?: NodeJS.Timeout;
   private outbox: AgentMessage[] = [];
   /**
-   * Results (`ended`) the gateway has not acknowledged, by "jobId fence", with when each was last
-   * sent: sent again after every welcome and, while the link is up, every other heartbeat, until
-   * the gateway's `ack` says it is on disk (see the protocol's lifecycle).
+   * Attempts whose result (`ended`) the gateway has not acknowledged, by "jobId fence": their
+   * output (up to KEPT_OUTPUT_BYTES, each chunk with its offset) and, once it ended, the result,
+   * with when they were last sent. Sent again after every welcome and, for an ended attempt, every
+   * other heartbeat while the link stays up, until the gateway's `ack` says the result is on disk
+   * (see the protocol's lifecycle). A resent chunk carries its offset, so the gateway stores only
+   * what it did not have: output in flight when the gateway died is not lost either.
    */
-  private readonly results = new Map<string, { msg: AgentMessage; sentAt: number }>();
+  private readonly attempts = new Map<string, KeptAttempt>();
   private liveness?: NodeJS.Timeout;
   /** When anything last came in on the current link (a frame, a ping, a pong). */
   private heardAt = 0;
@@ -80,7 +95,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       const parsed = parseFrame(GatewayMessage, data);
       if (!parsed.ok) return void this.o.log.warn({ error: parsed.error }, 'dropped malformed gateway frame');
       if (parsed.msg.type === 'welcome') this.welcome(ws, parsed.msg);
-      if (parsed.msg.type === 'ack') this.results.delete(`${parsed.msg.jobId} ${parsed.msg.fence}`);
+      if (parsed.msg.type === 'ack') this.attempts.delete(`${parsed.msg.jobId} ${parsed.msg.fence}`);
       this.emit('message', parsed.msg);
     });
     ws.on('unexpected-response', (_req, res) => {
@@ -136,19 +151,32 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     this.liveness.unref();
   }
 
-  /** Sends again the results not acknowledged that were last sent at least `olderThanMs` ago. */
+  /**
+   * Sends again the kept output and results of attempts not acknowledged: all of them after a
+   * welcome (`olderThanMs` 0), else the ended ones last sent at least `olderThanMs` ago.
+   */
   private resendResults(ws: WebSocket, olderThanMs: number): void {
     const now = Date.now();
-    for (const r of this.results.values()) {
-      if (now - r.sentAt < olderThanMs) continue;
+    for (const r of this.attempts.values()) {
+      if (olderThanMs > 0 && (r.ended === undefined || now - r.sentAt < olderThanMs)) continue;
       r.sentAt = now;
-      ws.send(JSON.stringify(r.msg));
+      for (const chunk of r.output) ws.send(JSON.stringify(chunk));
+      if (r.ended) ws.send(JSON.stringify(r.ended));
     }
   }
 
   /** Results the gateway has not acknowledged yet (they are sent again until it does). */
   get unacknowledged(): number {
-    return this.results.size;
+    let n = 0;
+    for (const r of this.attempts.values()) if (r.ended) n++;
+    return n;
+  }
+
+  private kept(jobId: string, fence: number): KeptAttempt {
+    const key = `${jobId} ${fence}`;
+    let r = this.attempts.get(key);
+    if (!r) this.attempts.set(key, (r = { output: [], sentBytes: 0, keptBytes: 0, sentAt: Date.now() }));
+    return r;
   }
 
   private refuse(message: string): void {
@@ -164,9 +192,24 @@ export class Connection extends EventEmitter<ConnectionEvents> {
    */
   send(msg: AgentMessage): void {
     if (msg.type === 'ended') {
-      this.results.set(`${msg.jobId} ${msg.fence}`, { msg, sentAt: Date.now() });
+      const r = this.kept(msg.jobId, msg.fence);
+      r.ended = msg;
+      r.sentAt = Date.now();
       if (this.open) this.ws!.send(JSON.stringify(msg));
       return;
+    }
+    if (msg.type === 'output') {
+      const r = this.kept(msg.jobId, msg.fence);
+      const bytes = Buffer.byteLength(msg.data, 'base64');
+      const offset = r.sentBytes;
+      r.sentBytes += bytes;
+      if (r.keptBytes + bytes <= KEPT_OUTPUT_BYTES) {
+        // Kept with its offset: sent again after a welcome, where the gateway skips what it has.
+        r.output.push({ ...msg, offset });
+        r.keptBytes += bytes;
+        if (this.open) this.ws!.send(JSON.stringify(msg));
+        return;
+      }
     }
     if (this.open) return void this.ws!.send(JSON.stringify(msg));
     if (msg.type === 'heartbeat' || msg.type === 'hello' || msg.type === 'pool') return;

@@ -218,10 +218,31 @@ describe('results', () => {
     expect(body.attempts).toHaveLength(1);
   });
 
+  it('output sent again after a reconnect, each chunk with its offset, is stored once', async () => {
+    lb = await loopbackGateway({ CORRAL_LEASE_MS: '60000' });
+    const token = await lb.tenant('offsets');
+    const agent = await fakeAgent(lb.url, lb.agentToken, { name: 'resender' });
+    cleanup.push(() => agent.close());
+    const { body: job } = await lb.req('POST', '/v1/jobs', token, { command: 'echo' });
+    const run = await agent.nextRun();
+    const chunk = (text: string, offset?: number) =>
+      agent.send({ type: 'output', jobId: run.jobId, fence: run.fence, stream: 'stdout', data: Buffer.from(text).toString('base64'), ...(offset !== undefined && { offset }) });
+    chunk('ab'); // arrived live
+    chunk('ab', 0); // both sent again: the first is already stored, the second was lost
+    chunk('cd', 2);
+    chunk('bcd', 1); // overlapping what is stored: nothing new
+    chunk('ef', 4);
+    agent.send({ type: 'ended', jobId: run.jobId, fence: run.fence, result: { exitCode: 0, signal: null, reason: 'exit', wallMs: 5 } });
+    await until(async () => (await lb!.req('GET', `/v1/jobs/${job.id}`, token)).body.state === 'succeeded');
+    const out = await fetch(`${lb.url}/v1/jobs/${job.id}/output`, { headers: { authorization: `Bearer ${token}` } });
+    expect(await out.text()).toBe('abcdef');
+  });
+
   it('an agent sends a result again until it is acknowledged, after each welcome and while the link stays up', async () => {
     const wss = new WebSocketServer({ port: 0 });
     cleanup.push(() => new Promise((r) => wss.close(r)));
     const received: string[] = [];
+    const outputs: string[] = [];
     let ack = false;
     let link: WebSocket | undefined;
     wss.on('connection', (ws) => {
@@ -229,6 +250,7 @@ describe('results', () => {
       ws.on('message', (data) => {
         const m = JSON.parse(String(data)) as AgentMessage;
         if (m.type === 'hello') return void ws.send(JSON.stringify({ type: 'welcome', version: PROTOCOL_VERSION, agent: 'x', heartbeatMs: 50, leaseMs: 5000 }));
+        if (m.type === 'output') return void outputs.push(`${m.offset ?? '-'}:${Buffer.from(m.data, 'base64').toString()}`);
         if (m.type !== 'ended') return;
         received.push(m.jobId);
         if (ack) ws.send(JSON.stringify({ type: 'ack', jobId: m.jobId, fence: m.fence } satisfies GatewayMessage));
@@ -240,6 +262,8 @@ describe('results', () => {
     await until(() => conn.open);
     const result = { exitCode: 0, signal: null, reason: 'exit' as const };
     const a = `job_${'A'.repeat(26)}`;
+    conn.send({ type: 'output', jobId: a, fence: 1, stream: 'stdout', data: Buffer.from('hello ').toString('base64') });
+    conn.send({ type: 'output', jobId: a, fence: 1, stream: 'stderr', data: Buffer.from('world').toString('base64') });
     conn.send({ type: 'ended', jobId: a, fence: 1, result });
     // Not acknowledged (the gateway could not write it): sent again while the link stays up.
     await until(() => received.filter((j) => j === a).length >= 3);
@@ -249,6 +273,9 @@ describe('results', () => {
     link!.terminate();
     await until(() => received.length > before);
     expect(conn.unacknowledged).toBe(0);
+    // Live without offsets; sent again with each chunk's offset in the attempt's output, before its result.
+    expect(outputs.slice(0, 2)).toEqual(['-:hello ', '-:world']);
+    expect(outputs.slice(-2)).toEqual(['0:hello ', '6:world']);
     const after = received.length;
     const b = `job_${'B'.repeat(26)}`;
     conn.send({ type: 'ended', jobId: b, fence: 2, result });

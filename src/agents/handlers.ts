@@ -74,7 +74,7 @@ const handlers: { [T in Exclude<AgentMessage['type'], 'hello'>]: (d: HandlerDeps
   output(d, a, m) {
     // The store checks the fence; the sender is checked here (an attempt ended while its agent was
     // away still has its output sent after the reconnect, so the database decides, not `a.running`).
-    if (d.machine.isCurrent(m.jobId, m.fence, a.id)) d.output.append(m.jobId, m.fence, m.stream, Buffer.from(m.data, 'base64'));
+    if (d.machine.isCurrent(m.jobId, m.fence, a.id)) d.output.append(m.jobId, m.fence, m.stream, Buffer.from(m.data, 'base64'), m.offset);
   },
 
   ended(d, a, m) {

@@ -18,6 +18,7 @@ export class OutputStore extends EventEmitter<OutputEvents> {
   private readonly account;
   private readonly byAttempt;
   private readonly markTruncated;
+  private readonly attemptBytes;
 
   constructor(private readonly db: Database.Database) {
     super();
@@ -27,16 +28,27 @@ export class OutputStore extends EventEmitter<OutputEvents> {
     );
     this.insert = db.prepare(`INSERT INTO output (job_id, attempt, stream, data) VALUES (?, ?, ?, ?)`);
     this.account = db.prepare(`UPDATE jobs SET output_bytes = output_bytes + ? WHERE id = ?`);
+    this.attemptBytes = db.prepare(`SELECT coalesce(sum(length(data)), 0) FROM output WHERE job_id = ? AND attempt = ?`).pluck();
     this.markTruncated = db.prepare(`UPDATE jobs SET output_truncated = 1 WHERE id = ?`);
     this.byAttempt = db.prepare(
       `SELECT stream, data FROM output WHERE job_id = ? AND attempt = ? AND (? IS NULL OR stream = ?) ORDER BY id`,
     );
   }
 
-  /** Appends a chunk of attempt (jobId, fence); returns the bytes kept (0 for a stale attempt). */
-  append(jobId: string, fence: number, stream: Stream, data: Buffer): number {
+  /**
+   * Appends a chunk of attempt (jobId, fence); returns the bytes kept (0 for a stale attempt). A
+   * chunk sent again after a reconnect carries its `offset` in the attempt's output: the part of
+   * it already stored is skipped.
+   */
+  append(jobId: string, fence: number, stream: Stream, data: Buffer, offset?: number): number {
     const row = this.current.get(jobId, fence) as { n: number; bytes: number; truncated: number; cap: number | null } | undefined;
     if (!row) return 0;
+    if (offset !== undefined) {
+      // Resends are rare (after a reconnect), and an attempt's chunks are few: one indexed sum.
+      const stored = this.attemptBytes.get(jobId, row.n) as number;
+      if (offset + data.length <= stored) return 0;
+      if (offset < stored) data = data.subarray(stored - offset);
+    }
     const room = Math.max(0, (row.cap ?? Infinity) - row.bytes);
     const kept = data.length <= room ? data : data.subarray(0, room);
     if (kept.length > 0) {

@@ -33,7 +33,9 @@ import { z } from 'zod';
  *   not yet acknowledged, sends them all again after each `welcome`, and again every other
  *   heartbeat while the link stays up, so a result in flight when the gateway dies, or one the
  *   gateway could not write (a full disk), is not lost and its job not run twice. A result sent
- *   twice changes nothing the second time (its attempt is no longer current).
+ *   twice changes nothing the second time (its attempt is no longer current). An attempt's output
+ *   is kept with its result and sent again with it, each chunk with its `offset`: the gateway
+ *   stores only the bytes it did not have, so output in flight when the gateway died is kept too.
  */
 /**
  * 2: names bound to tokens, duplicates refused, pings, cancels re-sent, every run answered (an
@@ -128,6 +130,11 @@ export const AgentMessage = z.discriminatedUnion('type', [
     jobId: JobId,
     fence: Fence,
     stream: z.enum(['stdout', 'stderr']),
+    /**
+     * Set on a chunk sent again after a reconnect: the bytes of the attempt's output (both
+     * streams) sent before it. The gateway stores only the part it does not have yet.
+     */
+    offset: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).optional(),
     /** base64 of the raw bytes. */
     data: z.string().max(Math.ceil((MAX_OUTPUT_CHUNK_BYTES * 4) / 3) + 4),
   }),
