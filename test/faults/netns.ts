@@ -75,7 +75,8 @@ export function removeNetns(ns: Pick<Netns, 'name' | 'hostIf'>): void {
   }
 }
 
-function alive(pid: number): boolean {
+/** Whether process `pid` still exists (a harness run that owns leftovers). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

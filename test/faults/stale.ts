@@ -1,16 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { removeStaleNetns } from './netns.js';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { alive, removeStaleNetns } from './netns.js';
 
 const quiet = (cmd: string, args: string[]) => {
   try {
