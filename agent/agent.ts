@@ -48,7 +48,13 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ level
   if (leftovers) log.warn({ count: leftovers }, 'destroyed containers left by a previous run');
   const slots = hostSlots().filter((b) => b !== config.idmapBase);
   if (slots.length === 0) throw new Error('no subordinate id ranges for root besides the images\' one: run scripts/install-host.sh (it adds root ranges to /etc/subuid and /etc/subgid)');
-  const idmap = new IdmapAllocator({ file: join(config.stateDir, `idmap-${config.name}.json`), slots, imageBase: config.idmapBase, inUse: (b) => pool.holdsRange(b) });
+  const idmap = new IdmapAllocator({
+    file: join(config.stateDir, `idmap-${config.name}.json`),
+    slots,
+    imageBase: config.idmapBase,
+    inUse: (b) => pool.holdsRange(b),
+    lockDir: config.idLockDir,
+  });
   const pool: Pool = new Pool({
     env,
     images: () => images,
@@ -151,6 +157,8 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ level
         // Frames already sent (the last results) go out before the close frame.
         connection.close();
         await pool.stop();
+        // Its containers are gone: other agents on this host may use its ranges now.
+        idmap.close();
       })();
       return stopped;
     },

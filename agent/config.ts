@@ -31,6 +31,11 @@ const AgentConfigSchema = z.object({
   stateDir: z.string().default('/var/lib/corral'),
   /** First host uid/gid of the range that owns image files (see /etc/subuid); tenants get other ranges. */
   idmapBase: z.coerce.number().int().min(1).default(1_000_000),
+  /**
+   * Host-wide directory where agents claim id ranges, one lock file per range: every agent on a
+   * host must use the same one, or two of them can give different tenants the same host ids.
+   */
+  idLockDir: z.string().min(1).default('/run/corral/idranges'),
   /** The uid (and gid) a job runs as inside its container. */
   jobUid: z.coerce.number().int().min(1).max(65534).default(1000),
   /** Images whose jobs run as root inside the user namespace (for package installs); comma-separated. */
@@ -66,6 +71,7 @@ const ENV_KEYS: Record<keyof z.input<typeof AgentConfigSchema>, string> = {
   lxcPath: 'CORRAL_LXC_PATH',
   stateDir: 'CORRAL_STATE_DIR',
   idmapBase: 'CORRAL_IDMAP_BASE',
+  idLockDir: 'CORRAL_ID_LOCK_DIR',
   jobUid: 'CORRAL_JOB_UID',
   rootImages: 'CORRAL_ROOT_IMAGES',
   maxIdle: 'CORRAL_MAX_IDLE',

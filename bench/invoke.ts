@@ -10,7 +10,7 @@
  *            alone (no HTTP, gateway or agent protocol), one at a time and in CLIENTS containers
  *            at once: what running the no-op itself costs, which no platform code can beat.
  */
-import { hostSlots } from '../agent/lxc/idmap.js';
+import { hostSlots, RangeClaims } from '../agent/lxc/idmap.js';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -153,7 +153,10 @@ const row = (name: string, ms: number[], extra: Row = {}) => {
 {
   const host = loadAgentConfig({ gateway: 'ws://unused', token: 'unused' }, {});
   const env = { agent: `bench${process.pid}`, lxcPath: host.lxcPath, executor: await ensureExecutor(host.stateDir), diskBytes: host.disk };
-  const range = hostSlots().find((b) => b !== host.idmapBase)!;
+  // Claimed like an agent claims one, so no agent on this host gives the range to a tenant meanwhile.
+  const claims = new RangeClaims(host.idLockDir);
+  const range = hostSlots().find((b) => b !== host.idmapBase && claims.claim(b));
+  if (range === undefined) throw new Error('no free id range: every range of root is claimed by an agent on this host');
   const containers = await Promise.all(Array.from({ length: CLIENTS }, () => Container.start('busybox', env, range)));
   const once = (c: Container) =>
     new Promise<number>((resolve) => {
@@ -179,6 +182,7 @@ const row = (name: string, ms: number[], extra: Row = {}) => {
     raw.executor = { seq, parallelPerSecond: perSecond };
   } finally {
     await Promise.all(containers.map((c) => c.destroy()));
+    claims.close();
   }
 }
 

@@ -1,4 +1,4 @@
-import { chmodSync, closeSync, existsSync, fchmodSync, mkdirSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fchmodSync, mkdirSync, openSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from './config.js';
 
@@ -67,46 +67,22 @@ export interface DataDirLock {
 /**
  * Makes this process the only gateway on `dir`, or throws a ConfigError naming the one that is.
  *
- * The lock is SQLite's own POSIX record lock on `gateway.lock`, held in exclusive locking mode
- * after one write: the kernel drops it when the process ends, so a `kill -9` leaves no stale lock
- * to clean up, and no native module beyond the database driver is needed. Only this file is
- * locked: `corral backup` still reads `corral.db` while the gateway serves.
+ * The lock is on `gateway.lock` (see tryLockFile: a POSIX lock the kernel drops with the
+ * process, so a `kill -9` leaves nothing stale). Only this file is locked: `corral backup` still
+ * reads `corral.db` while the gateway serves.
  *
- * Keep the returned object referenced for as long as the lock must hold: a collected connection
- * closes, and closing frees the lock.
+ * Keep the returned object referenced for as long as the lock must hold.
  */
 export async function lockDataDir(dir: string): Promise<DataDirLock> {
   const file = join(dir, LOCK_FILE);
-  touchPrivateFile(file);
-  // Loaded here, not at the top: client commands (corral token) import this module too.
-  const { default: Database } = await import('better-sqlite3');
-  const db = new Database(file, { timeout: 0 });
-  try {
-    db.pragma('locking_mode = EXCLUSIVE');
-    db.pragma('journal_mode = MEMORY');
-    db.exec('BEGIN EXCLUSIVE; COMMIT');
-  } catch (err) {
-    db.close();
-    if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
-    const pid = lockHolder(file);
-    throw new ConfigError(
-      `data directory ${dir} is in use by another corral gateway${pid ? ` (pid ${pid})` : ''}: ` +
-        'stop it first, or give this one a --data of its own',
-    );
-  }
-  return { release: () => db.close() };
-}
-
-/** The pid holding a POSIX lock on `file`, from /proc/locks (Linux), for the message only. */
-function lockHolder(file: string): number | undefined {
-  try {
-    const ino = statSync(file).ino;
-    const line = readFileSync('/proc/locks', 'utf8')
-      .split('\n')
-      .find((l) => l.includes(' POSIX ') && l.split(/\s+/)[5]?.endsWith(`:${ino}`));
-    const pid = Number(line?.split(/\s+/)[4]);
-    return pid > 0 ? pid : undefined;
-  } catch {
-    return undefined;
-  }
+  // Loaded here, not at the top: client commands (corral token) import this module too, and the
+  // lock module loads the database driver.
+  const { lockHolder, tryLockFile } = await import('./filelock.js');
+  const lock = tryLockFile(file);
+  if (lock) return lock;
+  const pid = lockHolder(file);
+  throw new ConfigError(
+    `data directory ${dir} is in use by another corral gateway${pid ? ` (pid ${pid})` : ''}: ` +
+      'stop it first, or give this one a --data of its own',
+  );
 }

@@ -2,10 +2,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
- * Host id ranges that agents sharing this host gave to different tenants. Each agent records
- * its tenants' ranges in `idmap-NAME.json` in its state directory and allocates from root's
- * /etc/subuid ranges without knowing of the others: on one host, one tenant's containers on
- * one agent and another tenant's on another may map onto the same host ids.
+ * Host id ranges that agents sharing this host gave to different tenants, from the record each
+ * agent keeps in `idmap-NAME.json` in its state directory. Agents claim a range host-wide before
+ * they use it (RangeClaims) and an agent rewrites its record when it loses a range to another,
+ * so after a run every entry here is a breach of tenant isolation: one tenant's containers on one
+ * agent and another tenant's on another could map onto the same host ids.
  */
 export function idmapCollisions(agents: Array<{ name: string; stateDir: string }>): string[] {
   const owners = new Map<number, Set<string>>();
