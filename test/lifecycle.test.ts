@@ -298,17 +298,34 @@ describe('agent names', () => {
   });
 
   it('a second link for a connected name is refused and the first keeps its attempts', async () => {
-    lb = await loopbackGateway();
+    // A 3 s lease: heartbeats, and the ping the first link is asked to answer, every second.
+    lb = await loopbackGateway({ CORRAL_LEASE_MS: '3000' });
     const token = await lb.tenant('names');
     const first = await fakeAgent(lb.url, lb.agentToken, { name: 'twin' });
     cleanup.push(() => first.close());
     await lb.req('POST', '/v1/jobs', token, { command: 'true' });
     const run = await first.nextRun();
     await expect(fakeAgent(lb.url, lb.agentToken, { name: 'twin' })).rejects.toMatchObject({ code: CLOSE.nameInUse, reason: 'agent name in use' });
+    // Past the heartbeat the probe waits: the first link answered its ping and stays.
+    await new Promise((r) => setTimeout(r, 1500));
     expect(first.closed).toBeUndefined();
     expect(hubAgent('twin')!.running.get(run.jobId)).toBe(run.fence);
     first.succeed(run);
     await until(() => hubAgent('twin')!.running.size === 0);
+  });
+
+  it('a half-open link holding the name is dropped within a heartbeat of a second dial, not a lease, and the next dial gets in', async () => {
+    // A 6 s lease, heartbeats every 2 s: the liveness check alone would drop the silent link 6–8 s after it was last heard.
+    lb = await loopbackGateway({ CORRAL_LEASE_MS: '6000' });
+    const stale = await fakeAgent(lb.url, lb.agentToken, { name: 'reborn', autoPong: false });
+    cleanup.push(() => stale.close());
+    const heard = Date.now();
+    await expect(fakeAgent(lb.url, lb.agentToken, { name: 'reborn' })).rejects.toMatchObject({ code: CLOSE.nameInUse });
+    await until(() => stale.closed !== undefined, 10_000);
+    expect(Date.now() - heard).toBeLessThan(4500);
+    const back = await fakeAgent(lb.url, lb.agentToken, { name: 'reborn' });
+    cleanup.push(() => back.close());
+    expect(hubAgent('reborn')).toBeDefined();
   });
 
   it('an agent stops dialling when its name is refused, and waits its longest backoff when the name is in use', async () => {

@@ -72,6 +72,21 @@ export class AgentHub extends EventEmitter<HubEvents> {
     }
   }
 
+  /**
+   * Pings a link another dial claims the name of, and terminates it if nothing is heard on it
+   * within a heartbeat: an agent restarted behind a half-open link (its host rebooted, a NAT
+   * forgot the flow) then waits a heartbeat, not a lease. A live agent answers the ping.
+   */
+  private probe(c: AgentConn): void {
+    const asked = Date.now();
+    if (c.ws.readyState === c.ws.OPEN) c.ws.ping();
+    setTimeout(() => {
+      if (this.conns.get(c.id) !== c || c.heardAt >= asked) return;
+      this.deps.log.warn({ agent: c.id }, 'agent link did not answer a ping while another dialled as it: dropped');
+      c.ws.terminate();
+    }, this.deps.heartbeatMs).unref();
+  }
+
   private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const refuse = (status: number, text: string) => {
       socket.end(`HTTP/1.1 ${status} ${text}\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n${text}\n`);
@@ -116,10 +131,12 @@ export class AgentHub extends EventEmitter<HubEvents> {
             this.deps.log.warn({ sub, agent: msg.agent }, 'agent refused: its token is not for that name');
             return void ws.close(CLOSE.nameRefused, allowed === undefined ? 'token names no agent (sub must be agent:NAME)' : `token is for agent ${allowed}`);
           }
-          if (this.conns.has(msg.agent)) {
-            // Refused, not taken over: the first link keeps its attempts. A half-open one is dropped
-            // by the liveness check within a lease, and the agent dials again.
+          const holder = this.conns.get(msg.agent);
+          if (holder) {
+            // Refused, not taken over: the first link keeps its attempts. It is asked for a pong,
+            // so a half-open one is dropped within a heartbeat and the agent's next dial gets in.
             this.deps.log.warn({ agent: msg.agent }, 'agent refused: a link for that name is open');
+            this.probe(holder);
             return void ws.close(CLOSE.nameInUse, 'agent name in use');
           }
           conn = this.register(ws, msg);
