@@ -50,7 +50,7 @@ afterEach(async () => {
 });
 
 describe('answers that report a final state wait for the disk', () => {
-  it('GET of a job, a listing, a cancel, a ?wait replay and a sync invoke replay leave only after an fdatasync of the WAL that began after the end was read', async () => {
+  it('GET of a job, a listing, a cancel, a ?wait replay, a sync invoke replay and output (plain or the end of a follow) leave only after an fdatasync of the WAL that began after the end was read', async () => {
     const { g, base, syncs, close } = await heldDiskGateway();
     cleanup.push(close);
     await g.tenant('acme');
@@ -81,12 +81,18 @@ describe('answers that report a final state wait for the disk', () => {
       call('POST', `/v1/jobs/${id}/cancel`),
       call('POST', '/v1/jobs?wait=5', { command: 'true' }, { 'idempotency-key': 'k1' }),
       call('POST', '/v1/functions/echo/invoke?wait=5', undefined, { 'idempotency-key': 'k2' }),
+      call('GET', `/v1/jobs/${id}/output`),
     ];
+    // A follower's stream opens at once; its `end` event, which names the final state, waits.
+    const followed = call('GET', `/v1/jobs/${id}/output?follow=1`).then((r) => r.text());
+    expect(await within(followed)).toBe(false);
     for (const a of answers) expect(await within(a)).toBe(false);
     expect(syncs.length).toBeGreaterThanOrEqual(1);
     expect(syncs[0]!.path).toBe(join(g.dir, 'corral.db-wal'));
     for (const s of syncs) s.done(null);
-    const [get, list, cancel, replay, invoke] = await Promise.all(answers);
+    const [get, list, cancel, replay, invoke, output] = await Promise.all(answers);
+    expect(output!.headers.get('x-corral-job-state')).toBe('succeeded');
+    expect(await followed).toMatch(/event: end\ndata: \{"state":"succeeded"/);
     expect(get!.status).toBe(200);
     expect(((await get!.json()) as { state: string }).state).toBe('succeeded');
     expect(((await list!.json()) as { jobs: Array<{ id: string }> }).jobs.map((j) => j.id)).toEqual([fnJob, id]);

@@ -216,14 +216,15 @@ export function jobRoutes(s: Services) {
         ...problems(400, 401, 403, 404),
       },
     }),
-    (c) => {
+    async (c) => {
       const tenant = c.get('principal').tenant!;
       const q = c.req.valid('query');
       const row = s.jobs.rowByIdOrName(tenant, c.req.valid('param').id);
       if (q.follow === '1' || q.follow === 'true') {
         return streamSSE(c, (sse) => followOutput(s, tenant, row.id, q.stream, sse, c.req.raw.signal));
       }
-      const job = s.jobs.get(tenant, row.id);
+      // x-corral-job-state reports the state read here: a final one leaves only once on disk.
+      const job = await onDisk(s.jobs.get(tenant, row.id));
       const attempt = q.attempt ?? job.attempts.length;
       const chunks = attempt > 0 ? s.output.read(row.id, attempt, q.stream) : [];
       const body = Buffer.concat(chunks.map((ch) => ch.data));
