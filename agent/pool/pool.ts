@@ -239,11 +239,12 @@ export class Pool extends EventEmitter<PoolEvents> {
     this.recycling.add(c);
     this.recycledCount++;
     this.busy.delete(c);
-    // A blank container no tenant adopted gives its spare range back.
-    if (c.tenant === undefined && this.o.sharedRange?.(c.image) === undefined) this.o.idmap.release(c.idBase);
     await c.destroy().catch((error: unknown) => this.o.log.warn({ err: error, container: c.name }, 'destroy failed'));
     this.recycling.delete(c);
     this.unhold(c.idBase);
+    // A blank container no tenant adopted gives its spare range back once nothing runs in it,
+    // so the host-wide claim on it goes too.
+    if (c.tenant === undefined && this.o.sharedRange?.(c.image) === undefined) this.o.idmap.release(c.idBase);
   }
 
   /** What exists now: containers not yet destroyed (by name), and starts under way (no name yet). */
