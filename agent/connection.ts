@@ -20,21 +20,27 @@ export interface ConnectionOptions {
   /** Reconnect backoff bounds, ms. */
   minDelayMs?: number;
   maxDelayMs?: number;
+  /** Output of one attempt kept for a resend (KEPT_OUTPUT_BYTES). */
+  keptOutputBytes?: number;
 }
 
 /** Output of one attempt kept for a resend; past it, chunks are sent once and may be lost with a link. */
 const KEPT_OUTPUT_BYTES = 2 * 1024 * 1024;
 
+type Output = Extract<AgentMessage, { type: 'output' }>;
+
 interface KeptAttempt {
-  output: Array<Extract<AgentMessage, { type: 'output' }>>;
+  output: Output[];
+  /** Chunks past the kept bytes produced while the link was down: sent once, after the kept ones. */
+  unsent: Output[];
   /** Bytes of output sent for the attempt, both streams: the next chunk's offset. */
   sentBytes: number;
   keptBytes: number;
-  ended?: AgentMessage;
+  ended?: Extract<AgentMessage, { type: 'ended' }>;
   sentAt: number;
 }
 
-/** Frames kept for the gateway while disconnected (results are never dropped; output may be). */
+/** Output chunks past the kept bytes held for the gateway while disconnected (results are never dropped). */
 const OUTBOX_LIMIT = 10_000;
 
 /**
@@ -161,6 +167,9 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       if (olderThanMs > 0 && (r.ended === undefined || now - r.sentAt < olderThanMs)) continue;
       r.sentAt = now;
       for (const chunk of r.output) ws.send(JSON.stringify(chunk));
+      // In order after the kept chunks: the gateway appends a chunk without an offset.
+      for (const chunk of r.unsent) ws.send(JSON.stringify(chunk));
+      r.unsent = [];
       if (r.ended) ws.send(JSON.stringify(r.ended));
     }
   }
@@ -175,7 +184,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private kept(jobId: string, fence: number): KeptAttempt {
     const key = `${jobId} ${fence}`;
     let r = this.attempts.get(key);
-    if (!r) this.attempts.set(key, (r = { output: [], sentBytes: 0, keptBytes: 0, sentAt: Date.now() }));
+    if (!r) this.attempts.set(key, (r = { output: [], unsent: [], sentBytes: 0, keptBytes: 0, sentAt: Date.now() }));
     return r;
   }
 
@@ -187,34 +196,50 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   }
 
   /**
-   * Sends now, or keeps the frame for the next welcomed link (output is dropped when the outbox is
-   * full; a heartbeat or a pool report is replaced by the next hello).
+   * Sends now, or keeps the frame for the next welcomed link (a heartbeat or a pool report is
+   * replaced by the next hello). Results and output are kept per attempt (see `attempts`).
    */
   send(msg: AgentMessage): void {
     if (msg.type === 'ended') {
       const r = this.kept(msg.jobId, msg.fence);
-      r.ended = msg;
+      // How much output the gateway should hold: it marks the job truncated if it holds less.
+      r.ended = r.sentBytes > 0 ? { ...msg, outputBytes: r.sentBytes } : msg;
       r.sentAt = Date.now();
-      if (this.open) this.ws!.send(JSON.stringify(msg));
+      if (this.open) this.ws!.send(JSON.stringify(r.ended));
       return;
     }
-    if (msg.type === 'output') {
-      const r = this.kept(msg.jobId, msg.fence);
-      const bytes = Buffer.byteLength(msg.data, 'base64');
-      const offset = r.sentBytes;
-      r.sentBytes += bytes;
-      if (r.keptBytes + bytes <= KEPT_OUTPUT_BYTES) {
-        // Kept with its offset: sent again after a welcome, where the gateway skips what it has.
-        r.output.push({ ...msg, offset });
-        r.keptBytes += bytes;
-        if (this.open) this.ws!.send(JSON.stringify(msg));
-        return;
-      }
-    }
+    if (msg.type === 'output') return this.sendOutput(msg);
     if (this.open) return void this.ws!.send(JSON.stringify(msg));
     if (msg.type === 'heartbeat' || msg.type === 'hello' || msg.type === 'pool') return;
-    if (msg.type === 'output' && this.outbox.length >= OUTBOX_LIMIT) return;
     this.outbox.push(msg);
+  }
+
+  /**
+   * Up to the kept bytes a chunk is kept with its offset, sent again after a welcome where the
+   * gateway skips what it has. Past them it is sent once: now, or after the kept chunks of its
+   * attempt on the next link (never before them: the gateway appends it where it lands).
+   */
+  private sendOutput(msg: Output): void {
+    const r = this.kept(msg.jobId, msg.fence);
+    const bytes = Buffer.byteLength(msg.data, 'base64');
+    const offset = r.sentBytes;
+    r.sentBytes += bytes;
+    if (r.keptBytes + bytes <= (this.o.keptOutputBytes ?? KEPT_OUTPUT_BYTES)) {
+      r.output.push({ ...msg, offset });
+      r.keptBytes += bytes;
+    } else if (!this.open) {
+      // Dropped past the bound (its bytes are counted: the job's output is marked truncated).
+      if (this.unsentChunks < OUTBOX_LIMIT) r.unsent.push(msg);
+      return;
+    }
+    if (this.open) this.ws!.send(JSON.stringify(msg));
+  }
+
+  /** Chunks waiting for a link, over every attempt. */
+  private get unsentChunks(): number {
+    let n = 0;
+    for (const r of this.attempts.values()) n += r.unsent.length;
+    return n;
   }
 
   close(): void {

@@ -238,6 +238,51 @@ describe('results', () => {
     expect(await out.text()).toBe('abcdef');
   });
 
+  it('a result reporting more output than the gateway stored marks the job output truncated', async () => {
+    lb = await loopbackGateway({ CORRAL_LEASE_MS: '60000' });
+    const token = await lb.tenant('short');
+    const agent = await fakeAgent(lb.url, lb.agentToken, { name: 'lossy' });
+    cleanup.push(() => agent.close());
+    const views = [];
+    for (const outputBytes of [4, 2]) {
+      const { body: job } = await lb.req('POST', '/v1/jobs', token, { command: 'echo' });
+      const run = await agent.nextRun();
+      agent.send({ type: 'output', jobId: run.jobId, fence: run.fence, stream: 'stdout', data: Buffer.from('ab').toString('base64') });
+      agent.send({ type: 'ended', jobId: run.jobId, fence: run.fence, outputBytes, result: { exitCode: 0, signal: null, reason: 'exit', wallMs: 5 } });
+      await until(async () => (await lb!.req('GET', `/v1/jobs/${job.id}`, token)).body.state === 'succeeded');
+      views.push((await lb.req('GET', `/v1/jobs/${job.id}`, token)).body);
+    }
+    // Two of four bytes stored: the lost two are recorded as truncation, not silently missing.
+    expect(views.map((v) => v.outputTruncated)).toEqual([true, false]);
+  });
+
+  it('output past what an agent keeps waits for the link behind the kept chunks, and the result says how much was sent', async () => {
+    const wss = new WebSocketServer({ port: 0 });
+    cleanup.push(() => new Promise((r) => wss.close(r)));
+    const frames: string[] = [];
+    let link: WebSocket | undefined;
+    wss.on('connection', (ws) => {
+      link = ws;
+      ws.on('message', (data) => {
+        const m = JSON.parse(String(data)) as AgentMessage;
+        if (m.type === 'output') frames.push(`${m.offset ?? '-'}:${Buffer.from(m.data, 'base64').toString()}`);
+        if (m.type === 'ended') frames.push(`ended:${m.outputBytes}`);
+      });
+    });
+    const conn = new Connection({ gateway: `ws://127.0.0.1:${(wss.address() as { port: number }).port}`, token: 't', log: quiet, hello: () => hello('x'), minDelayMs: 1, maxDelayMs: 5, keptOutputBytes: 4 });
+    cleanup.push(() => conn.close());
+    conn.start();
+    await until(() => link !== undefined);
+    // Not welcomed yet: the link is not the agent's to use, so everything waits.
+    const a = `job_${'C'.repeat(26)}`;
+    for (const text of ['ab', 'cd', 'ef', 'gh']) conn.send({ type: 'output', jobId: a, fence: 1, stream: 'stdout', data: Buffer.from(text).toString('base64') });
+    conn.send({ type: 'ended', jobId: a, fence: 1, result: { exitCode: 0, signal: null, reason: 'exit' } });
+    link!.send(JSON.stringify({ type: 'welcome', version: PROTOCOL_VERSION, agent: 'x', heartbeatMs: 5000, leaseMs: 15000 } satisfies GatewayMessage));
+    await until(() => frames.some((f) => f.startsWith('ended')));
+    // The kept bytes with their offsets first, then the rest in order (the gateway appends them), then the result.
+    expect(frames).toEqual(['0:ab', '2:cd', '-:ef', '-:gh', 'ended:8']);
+  });
+
   it('an agent sends a result again until it is acknowledged, after each welcome and while the link stays up', async () => {
     const wss = new WebSocketServer({ port: 0 });
     cleanup.push(() => new Promise((r) => wss.close(r)));

@@ -81,6 +81,7 @@ const handlers: { [T in Exclude<AgentMessage['type'], 'hello'>]: (d: HandlerDeps
     if (a.running.get(m.jobId) === m.fence) release(a, m.jobId);
     try {
       if (m.container !== undefined) d.machine.start(m.jobId, m.fence, m.container, d.machine.clock() - Math.round(m.result.wallMs ?? 0), a.id);
+      if (m.outputBytes && d.machine.isCurrent(m.jobId, m.fence, a.id)) d.output.settle(m.jobId, m.fence, m.outputBytes);
       d.machine.finish(m.jobId, m.fence, m.result, a.id);
       d.metrics.attemptsEnded.inc({ reason: m.result.reason });
     } catch (err) {

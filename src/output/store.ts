@@ -60,6 +60,17 @@ export class OutputStore extends EventEmitter<OutputEvents> {
     return kept.length;
   }
 
+  /**
+   * At the end of attempt (jobId, fence), whose agent sent `sentBytes` of output: fewer stored
+   * (chunks past what the agent keeps for a resend, lost with a link or a gateway) marks the
+   * job's output truncated. Bytes the cap dropped have marked it already.
+   */
+  settle(jobId: string, fence: number, sentBytes: number): void {
+    const row = this.current.get(jobId, fence) as { n: number; truncated: number } | undefined;
+    if (!row || row.truncated) return;
+    if ((this.attemptBytes.get(jobId, row.n) as number) < sentBytes) this.markTruncated.run(jobId);
+  }
+
   /** The chunks of one attempt, optionally of one stream. */
   read(jobId: string, attempt: number, stream?: Stream): Array<{ stream: Stream; data: Buffer }> {
     return this.byAttempt.all(jobId, attempt, stream ?? null, stream ?? null) as Array<{ stream: Stream; data: Buffer }>;

@@ -36,6 +36,9 @@ import { z } from 'zod';
  *   twice changes nothing the second time (its attempt is no longer current). An attempt's output
  *   is kept with its result and sent again with it, each chunk with its `offset`: the gateway
  *   stores only the bytes it did not have, so output in flight when the gateway died is kept too.
+ *   Past what the agent keeps (2 MiB per attempt) chunks are sent once, after the kept ones; the
+ *   result says how many bytes were sent (`outputBytes`), and a job whose stored output falls
+ *   short of it is marked truncated rather than silently missing bytes.
  */
 /**
  * 2: names bound to tokens, duplicates refused, pings, cancels re-sent, every run answered (an
@@ -145,6 +148,12 @@ export const AgentMessage = z.discriminatedUnion('type', [
     result: ResultSchema,
     /** Set when the attempt ended before its `started` was sent: the container it ran in. */
     container: Name.optional(),
+    /**
+     * Bytes of output the agent sent for the attempt (both streams). The gateway marks the job's
+     * output truncated when it stored fewer: chunks past what the agent keeps for a resend that
+     * a link or a gateway lost.
+     */
+    outputBytes: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).optional(),
   }),
 ]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
