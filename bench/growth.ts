@@ -1,16 +1,19 @@
 /**
  * What a big database costs: the same compiled gateway on a near-empty database (1,000 finished
  * jobs, so a first page of jobs is full) and on one holding 1,000,000 finished jobs from the last 24 h (attempts for all, output for a share, a day of
- * usage rows and idempotency keys), side by side in one run over HTTP on loopback. Both
- * gateways run at once and take turns, so drift in the machine's speed falls on both alike.
+ * usage rows and idempotency keys), side by side in one run over HTTP on loopback. A third
+ * gateway serves a copy of the big database with a 64 MiB page cache instead of the default
+ * 16 MiB, to show what the smaller cache costs. The gateways run at once and take turns, so
+ * drift in the machine's speed falls on all alike.
  *
- *   reads  — GET /metrics, GET /v1/usage, GET /v1/jobs (first page): sequential requests.
+ *   reads  — GET /metrics, GET /v1/usage, GET /v1/jobs (first page): sequential requests, the
+ *            gateways taking turns request by request.
  *   submit — POST /v1/jobs with autocannon, as bench/submit.ts does.
  *
  * Targets: the big database keeps ≥ 0.8× the submit throughput and ≤ 1.5× every latency.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
@@ -31,6 +34,8 @@ const READS = Number(process.env.READS ?? 50);
 const SECRET = 'bench-secret-bench-secret-bench-secret-0123';
 const TENANT = 'bench';
 const DAY_MS = 86_400_000;
+/** The page cache of the third gateway, against the default (16 MiB). */
+const BIG_CACHE_MIB = 64;
 
 /** A fresh data directory with the schema applied and the bench tenant; `jobs` finished jobs in it. */
 async function prepareData(jobs: number): Promise<{ dir: string; buildMs: number }> {
@@ -102,10 +107,10 @@ async function prepareData(jobs: number): Promise<{ dir: string; buildMs: number
   return { dir, buildMs };
 }
 
-async function startGateway(dir: string) {
+async function startGateway(dir: string, env: Record<string, string> = {}) {
   const port = 20000 + Math.floor(Math.random() * 20000);
   const child = spawn(process.execPath, [join(packageRoot(), 'dist/src/cli/main.js'), 'gateway'], {
-    env: { ...process.env, CORRAL_DATA: dir, CORRAL_PORT: String(port), CORRAL_JWT_SECRET: SECRET, CORRAL_LOG_LEVEL: 'warn' },
+    env: { ...process.env, CORRAL_DATA: dir, CORRAL_PORT: String(port), CORRAL_JWT_SECRET: SECRET, CORRAL_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   // Kept to explain a failed start; the first start's admin token is read from its file.
@@ -139,15 +144,20 @@ async function startGateway(dir: string) {
 
 type Gw = Awaited<ReturnType<typeof startGateway>>;
 
-/** Latency of `n` sequential GETs, in ms. */
-async function reads(g: Gw, path: string, token: string, n: number): Promise<number[]> {
-  const out: number[] = [];
+/**
+ * Latency of `n` sequential GETs of `path` on each gateway, in ms, taking turns request by request
+ * so a burst of noise on the machine falls on every gateway alike.
+ */
+async function reads(gws: Gw[], path: string, as: 'admin' | 'tenant', n: number): Promise<number[][]> {
+  const out: number[][] = gws.map(() => []);
   for (let i = 0; i < n + 3; i++) {
-    const t = performance.now();
-    const res = await fetch(`${g.base}${path}`, { headers: { authorization: `Bearer ${token}` } });
-    await res.arrayBuffer();
-    if (!res.ok) throw new Error(`${path}: ${res.status}`);
-    if (i >= 3) out.push(performance.now() - t); // the first few warm the JIT and caches
+    for (const [k, g] of gws.entries()) {
+      const t = performance.now();
+      const res = await fetch(`${g.base}${path}`, { headers: { authorization: `Bearer ${as === 'admin' ? g.admin : g.token}` } });
+      await res.arrayBuffer();
+      if (!res.ok) throw new Error(`${path}: ${res.status}`);
+      if (i >= 3) out[k]!.push(performance.now() - t); // the first few warm the JIT and caches
+    }
   }
   return out;
 }
@@ -168,8 +178,11 @@ const empty = await prepareData(FEW);
 process.stdout.write(`building a database of ${JOBS.toLocaleString('en')} finished jobs…\n`);
 const full = await prepareData(JOBS);
 process.stdout.write(`built in ${(full.buildMs / 1000).toFixed(1)} s\n`);
-const gws = { empty: await startGateway(empty.dir), full: await startGateway(full.dir) };
-const cases = ['empty', 'full'] as const;
+// The same big database again, served with a 64 MiB page cache instead of the default 16 MiB.
+const fullCopy = mkdtempSync(join(tmpdir(), 'corral-bench-growth-'));
+cpSync(full.dir, fullCopy, { recursive: true });
+const gws = { empty: await startGateway(empty.dir), full: await startGateway(full.dir), fullCache: await startGateway(fullCopy, { CORRAL_DB_CACHE_MIB: String(BIG_CACHE_MIB) }) };
+const cases = ['empty', 'full', 'fullCache'] as const;
 
 const READ_PATHS = [
   { name: 'GET /metrics', path: '/metrics', as: 'admin' },
@@ -178,13 +191,10 @@ const READ_PATHS = [
 ] as const;
 const readSamples: Record<string, Record<string, number[]>> = {};
 for (const r of READ_PATHS) {
-  readSamples[r.name] = {};
-  for (const c of cases) {
-    const g = gws[c];
-    readSamples[r.name]![c] = await reads(g, r.path, r.as === 'admin' ? g.admin : g.token, READS);
-  }
+  const samples = await reads(cases.map((c) => gws[c]), r.path, r.as, READS);
+  readSamples[r.name] = Object.fromEntries(cases.map((c, k) => [c, samples[k]!]));
 }
-const submits: Record<string, Array<Awaited<ReturnType<typeof submit>>>> = { empty: [], full: [] };
+const submits: Record<string, Array<Awaited<ReturnType<typeof submit>>>> = { empty: [], full: [], fullCache: [] };
 for (const c of cases) await submit(gws[c], 1); // warm up
 for (let r = 0; r < RUNS; r++) for (const c of cases) submits[c]!.push(await submit(gws[c], SECONDS));
 for (const c of cases) await gws[c].stop();
@@ -192,21 +202,26 @@ for (const c of cases) await gws[c].stop();
 const rows: Row[] = [];
 const small = `${FEW.toLocaleString('en')} jobs`;
 const big = `${JOBS.toLocaleString('en')} jobs`;
+const bigCache = `${big}, ${BIG_CACHE_MIB} MiB cache`;
 const ratio = (a: number, b: number) => Math.round((b / a) * 100) / 100;
 const sub = (c: string) => ({
   rps: Math.round(median(submits[c]!.map((x) => x.rps))),
   p50: median(submits[c]!.map((x) => x.p50)),
   p99: median(submits[c]!.map((x) => x.p99)),
 });
-const [se, sf] = [sub('empty'), sub('full')];
-rows.push({ measure: 'submit req/s (median)', [small]: se.rps, [big]: sf.rps, 'big/small': ratio(se.rps, sf.rps), target: '≥ 0.8' });
-rows.push({ measure: 'submit p50 ms', [small]: se.p50, [big]: sf.p50, 'big/small': ratio(se.p50, sf.p50), target: '≤ 1.5' });
-rows.push({ measure: 'submit p99 ms', [small]: se.p99, [big]: sf.p99, 'big/small': ratio(se.p99, sf.p99), target: '≤ 1.5' });
+const [se, sf, sc] = [sub('empty'), sub('full'), sub('fullCache')];
+// big/small is the target; the last column shows what the default 16 MiB cache costs against 64 MiB.
+const row = (measure: string, e: number, f: number, c: number, target: string) =>
+  rows.push({ measure, [small]: e, [big]: f, 'big/small': ratio(e, f), target, [bigCache]: c, '16/64 MiB': ratio(c, f) });
+row('submit req/s (median)', se.rps, sf.rps, sc.rps, '≥ 0.8');
+row('submit p50 ms', se.p50, sf.p50, sc.p50, '≤ 1.5');
+row('submit p99 ms', se.p99, sf.p99, sc.p99, '≤ 1.5');
 for (const r of READ_PATHS) {
   const e = summarize(readSamples[r.name]!.empty!);
   const f = summarize(readSamples[r.name]!.full!);
-  rows.push({ measure: `${r.name} p50 ms`, [small]: e.p50, [big]: f.p50, 'big/small': ratio(e.p50, f.p50), target: '≤ 1.5' });
-  rows.push({ measure: `${r.name} p99 ms`, [small]: e.p99, [big]: f.p99, 'big/small': ratio(e.p99, f.p99), target: '≤ 1.5' });
+  const c = summarize(readSamples[r.name]!.fullCache!);
+  row(`${r.name} p50 ms`, e.p50, f.p50, c.p50, '≤ 1.5');
+  row(`${r.name} p99 ms`, e.p99, f.p99, c.p99, '≤ 1.5');
 }
 printTable(
   `growth: ${small} vs ${big} stored (finished in the last 24 h); submit ${CONNECTIONS} connections, ${SECONDS}s × ${RUNS}; ${READS} sequential reads each`,
@@ -215,4 +230,4 @@ printTable(
 process.stdout.write(
   `gateway start: ${small} ${Math.round(gws.empty.startMs)} ms, ${big} ${Math.round(gws.full.startMs)} ms; database built in ${(full.buildMs / 1000).toFixed(1)} s\n`,
 );
-process.stdout.write(`results: ${writeResults('growth', { jobs: JOBS, few: FEW, connections: CONNECTIONS, seconds: SECONDS, runs: RUNS, reads: READS, rows, submits, startMs: { empty: gws.empty.startMs, full: gws.full.startMs } })}\n`);
+process.stdout.write(`results: ${writeResults('growth', { jobs: JOBS, few: FEW, connections: CONNECTIONS, seconds: SECONDS, runs: RUNS, reads: READS, rows, submits, cacheMib: { full: 16, fullCache: BIG_CACHE_MIB }, startMs: { empty: gws.empty.startMs, full: gws.full.startMs, fullCache: gws.fullCache.startMs } })}\n`);

@@ -73,6 +73,12 @@ const GatewayConfigSchema = z.object({
    * retried for up to 24 h after a job ends.
    */
   retentionDays: z.coerce.number().int().min(1).max(36_500).default(7),
+  /**
+   * MiB of database pages the gateway keeps in its own memory (SQLite's page cache), beyond the
+   * kernel's page cache. The gateway's resident memory grows by up to this much as the database
+   * grows past it, then stays; pages not held are read back from the kernel's cache.
+   */
+  dbCacheMib: z.coerce.number().int().min(1).max(4096).default(16),
   /** Base URL printed in trigger and console links. */
   publicUrl: z.string().url().optional(),
 });
@@ -100,6 +106,7 @@ const ENV_KEYS: Record<keyof z.input<typeof GatewayConfigSchema>, string> = {
   logLevel: 'CORRAL_LOG_LEVEL',
   drainMs: 'CORRAL_DRAIN_MS',
   retentionDays: 'CORRAL_RETENTION_DAYS',
+  dbCacheMib: 'CORRAL_DB_CACHE_MIB',
   publicUrl: 'CORRAL_PUBLIC_URL',
 };
 

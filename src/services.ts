@@ -65,7 +65,7 @@ export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Serv
   const log = o.log ?? pino({ level: config.logLevel, base: { svc: 'gateway' } });
   // Before anything is written: the database and secrets go in here.
   ensurePrivateDataDir(config.dataDir);
-  const store = openStore(o.dbFile ?? join(config.dataDir, 'corral.db'), config.sync, config.groupCommit);
+  const store = openStore(o.dbFile ?? join(config.dataDir, 'corral.db'), config.sync, config.groupCommit, { cacheMib: config.dbCacheMib });
   const secret = loadOrCreateSecret(config.dataDir, config.jwtSecret);
   const verifier = new TokenVerifier({ secret, issuer: config.jwtIssuer, audience: config.jwtAudience, ...(config.jwks && { jwks: config.jwks }) });
   const machine = new JobMachine(store.sqlite, { leaseMs: config.leaseMs, ...(o.clock && { clock: o.clock }), ...(o.backoffBaseMs !== undefined && { backoffBaseMs: o.backoffBaseMs }) });

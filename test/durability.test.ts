@@ -9,6 +9,7 @@ import Database from 'better-sqlite3';
 import { MAX_WAL_BYTES } from '../src/db/checkpoint.js';
 import { GroupCommit } from '../src/db/group-commit.js';
 import { openStore } from '../src/db/open.js';
+import { loadGatewayConfig } from '../src/config.js';
 import { createApp } from '../src/http/app.js';
 import { testGateway, type TestGateway } from './fixtures.js';
 import { CLI, ROOT, freePort, runCli } from './helpers/process.js';
@@ -389,5 +390,16 @@ describe('the WAL checkpoint', () => {
     // checkpoint, so a loaded machine overshoots (26.6 MB seen against a 16 MiB bound); still far
     // below the 64 MB written, which an unbounded WAL would hold.
     expect(maxWal).toBeLessThanOrEqual(MAX_WAL_BYTES * 2);
+  });
+});
+
+describe("the gateway's page cache", () => {
+  it('is 16 MiB unless --db-cache-mib says otherwise, and a nonsense size is refused naming the setting', async () => {
+    for (const [env, kib] of [[{}, -16 * 1024], [{ CORRAL_DB_CACHE_MIB: '64' }, -64 * 1024]] as const) {
+      const g = await testGateway(env);
+      cleanup.push(() => g.close());
+      expect(g.s.store.sqlite.pragma('cache_size', { simple: true })).toBe(kib);
+    }
+    expect(() => loadGatewayConfig({ 'db-cache-mib': '0' }, {})).toThrow(/db-cache-mib|CORRAL_DB_CACHE_MIB/);
   });
 });

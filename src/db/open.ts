@@ -37,6 +37,8 @@ export interface StoreOptions {
   checkpoint?: 'worker' | 'inline';
   /** Replaces fs.fdatasync for the WAL (bench/queue.ts counts the real ones; tests make one fail). */
   fdatasync?: SyncFn;
+  /** SQLite's page cache in MiB (16 by default; see GatewayConfig.dbCacheMib). */
+  cacheMib?: number;
 }
 
 /** Exit status after a failed fsync (EX_SOFTWARE). */
@@ -70,7 +72,7 @@ export function openStore(file: string, sync: 'full' | 'normal' = 'full', groupC
   }
   sqlite.pragma('foreign_keys = ON');
   sqlite.pragma('busy_timeout = 5000');
-  sqlite.pragma('cache_size = -65536');
+  sqlite.pragma(`cache_size = -${(o.cacheMib ?? 16) * 1024}`);
   sqlite.pragma('temp_store = memory');
   const db = drizzle(sqlite, { schema });
   migrate(db, { migrationsFolder: join(packageRoot(), 'migrations') });
