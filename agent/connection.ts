@@ -44,12 +44,25 @@ interface KeptAttempt {
 const OUTBOX_LIMIT = 10_000;
 
 /**
+ * How long to wait before dial number `tries` (from 0): exponential backoff with full jitter
+ * between `minDelayMs` (250) and `maxDelayMs` (10 s), capped at a quarter of the lease the gateway
+ * last announced — the attempts this agent runs keep their leases only that long, and a gateway
+ * back from a restart gives them one lease to be reported again, so an agent must not sleep
+ * through it. A name still held (most likely this agent's own half-open link, which the gateway
+ * drops within a heartbeat of the refusal) waits the cap.
+ */
+export function reconnectDelay(tries: number, nameInUse: boolean, o: { minDelayMs?: number; maxDelayMs?: number }, leaseMs?: number, random = Math.random): number {
+  const cap = Math.min(o.maxDelayMs ?? 10_000, leaseMs ? leaseMs / 4 : Infinity);
+  return nameInUse ? cap : random() * Math.min(cap, (o.minDelayMs ?? 250) * 2 ** tries);
+}
+
+/**
  * The agent's link to the gateway: dials, says hello, validates every frame, and reconnects
  * with exponential backoff and full jitter. Results produced while the link is down are kept
  * and sent after the next hello. A link it hears nothing on for a lease (the gateway pings every
  * heartbeat) is dropped and dialled again. A refusal does not make it spin: a bad token, a name
  * the token does not allow or another protocol version stop it (`refused`); a name still held by
- * an old link waits the longest backoff.
+ * an old link waits the longest backoff (see reconnectDelay).
  */
 export class Connection extends EventEmitter<ConnectionEvents> {
   private ws?: WebSocket;
@@ -71,6 +84,8 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   private heardAt = 0;
   /** The gateway welcomed the current link: frames sent before could land on a link it refuses. */
   private welcomed = false;
+  /** The attempts' lease the gateway last announced: reconnecting takes less than a quarter of it. */
+  private leaseMs?: number;
 
   constructor(private readonly o: ConnectionOptions) {
     super();
@@ -118,10 +133,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
       this.emit('close');
       if (code === CLOSE.protocol || code === CLOSE.nameRefused) this.refuse(`the gateway refused the agent: ${reason.toString() || code}`);
       if (this.closed) return;
-      const base = this.o.minDelayMs ?? 250;
-      const cap = this.o.maxDelayMs ?? 10_000;
-      // A name in use is most likely our own old link, half-open: the gateway drops it within a lease.
-      const delay = code === CLOSE.nameInUse ? cap : Math.random() * Math.min(cap, base * 2 ** this.attempt++);
+      const delay = reconnectDelay(this.attempt++, code === CLOSE.nameInUse, this.o, this.leaseMs);
       this.o.log.warn({ code, reason: reason.toString(), retryInMs: Math.round(delay) }, 'gateway connection closed');
       this.retry = setTimeout(() => this.dial(), delay);
     });
@@ -130,6 +142,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   /** The gateway accepted the link: what was kept for it goes out after the hello, in order. */
   private welcome(ws: WebSocket, m: Extract<GatewayMessage, { type: 'welcome' }>): void {
     this.attempt = 0;
+    this.leaseMs = m.leaseMs ?? 3 * m.heartbeatMs;
     this.welcomed = true;
     const pending = this.outbox;
     this.outbox = [];

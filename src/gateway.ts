@@ -57,7 +57,7 @@ export async function startGateway(config: GatewayConfig, o: BuildOptions = {}):
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s as Server));
   });
   server.keepAliveTimeout = 65_000;
-  services.machine.renewAllAtStart();
+  services.machine.renewAll();
   services.hub.attach(server);
   services.scheduler.start();
   services.callbacks.deliverer.start();

@@ -89,6 +89,7 @@ export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Serv
     placementWaitMs: config.placementWaitMs,
     memoryReserveBytes: config.memoryReserve,
     usage,
+    diskFullRefusals: store.diskFullRefusals,
   });
   const callbacks = buildCallbacks({ config, store, machine, jobs, box, clock: o.clock, log }, o.callbacks);
   const retention = new RetentionSweeper({

@@ -3,6 +3,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, rmdirSync, writ
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { testGateway } from './fixtures.js';
 import { freePort, killed, runCli, startCli } from './helpers/process.js';
 
 let cleanup: Array<() => Promise<void> | void> = [];
@@ -95,5 +96,39 @@ describe('a full data disk', () => {
     expect(output()).not.toMatch(/unhandled|uncaught/i);
     await killed(child, 'SIGTERM');
     expect(child.exitCode).toBe(0);
+  });
+});
+
+describe('leases across a full disk', () => {
+  it('an attempt whose heartbeats could not be recorded while the disk was full is not run again: writes working again renew every lease', async () => {
+    let now = Date.now();
+    const g = await testGateway({ CORRAL_LEASE_MS: '5000' }, { clock: () => now });
+    cleanup.push(() => g.close());
+    g.s.scheduler.stop(); // the test reaps by hand, at the times it sets
+    const token = await g.tenant('acme');
+    const res = await g.req('POST', '/v1/jobs', { token, body: { command: 'true' } });
+    const id = ((await res.json()) as { id: string }).id;
+    now = Date.now() + 1; // the job's run_after is the wall clock's
+    const claim = g.s.machine.claim(id, 'agent-1')!;
+    // A write refused on a full disk, as the group commit gets it from SQLite: the agent's
+    // heartbeats for the next 6 s, past the 5 s lease, are refused like it.
+    const full = Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
+    await expect(g.s.store.commit(() => { throw full; })).rejects.toThrow(/disk is full/);
+    now += 6000;
+    // Space is back: the first reap renews instead of re-running the attempt.
+    expect(g.s.scheduler.reap()).toBe(0);
+    expect(g.s.scheduler.reap()).toBe(0);
+    expect(g.s.jobs.get('acme', id).state).toBe('running');
+    // The agent's kept result, sent again, ends the attempt it belongs to.
+    expect(g.s.machine.finish(id, claim.fence, { exitCode: 0, signal: null, reason: 'exit' }, 'agent-1')).toBe('succeeded');
+    expect(g.s.jobs.get('acme', id).attempts).toHaveLength(1);
+
+    // A lease that runs out afterwards with nothing heard is reaped as before.
+    const other = ((await (await g.req('POST', '/v1/jobs', { token, body: { command: 'true' } })).json()) as { id: string }).id;
+    now = Math.max(now, Date.now() + 1);
+    expect(g.s.machine.claim(other, 'agent-1')).toBeDefined();
+    now += 6000;
+    expect(g.s.scheduler.reap()).toBe(1);
+    expect(g.s.jobs.get('acme', other).state).toBe('queued');
   });
 });

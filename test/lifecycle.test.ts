@@ -6,7 +6,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { startAgent, type Agent } from '../agent/agent.js';
 import { loadAgentConfig } from '../agent/config.js';
 import { mintToken } from '../src/auth/tokens.js';
-import { Connection } from '../agent/connection.js';
+import { Connection, reconnectDelay } from '../agent/connection.js';
 import { AgentMessage, CLOSE, PROTOCOL_VERSION, parseFrame, type GatewayMessage } from '../src/protocol/messages.js';
 import { ensureBusybox } from './helpers/cluster.js';
 import { runCli } from './helpers/process.js';
@@ -371,6 +371,16 @@ describe('agent names', () => {
     const back = await fakeAgent(lb.url, lb.agentToken, { name: 'reborn' });
     cleanup.push(() => back.close());
     expect(hubAgent('reborn')).toBeDefined();
+  });
+
+  it('an agent dials again within a quarter of the lease the gateway announced, however long its dials have failed', () => {
+    const high = () => 0.999;
+    // Before any welcome no lease is known: the backoff grows to its cap (10 s).
+    expect(reconnectDelay(20, false, {}, undefined, high)).toBeCloseTo(9990);
+    // A 15 s lease: at most 3.75 s, so a gateway back from a restart hears it within the lease it renewed.
+    expect(reconnectDelay(20, false, {}, 15_000, high)).toBeCloseTo(3746.25);
+    expect(reconnectDelay(1, false, {}, 15_000, high)).toBeCloseTo(499.5);
+    expect(reconnectDelay(0, true, { maxDelayMs: 60_000 }, 5000)).toBe(1250);
   });
 
   it('an agent stops dialling when its name is refused, and waits its longest backoff when the name is in use', async () => {

@@ -31,7 +31,7 @@ describe('job state machine', () => {
     add(ID(2));
     machine.claim(ID(1), 'a1');
     now += 60_000; // the gateway was down for longer than the lease
-    expect(machine.renewAllAtStart()).toBe(1);
+    expect(machine.renewAll()).toBe(1);
     expect(machine.reapExpired()).toBe(0);
     expect(state(ID(1))).toBe('running');
     now += 10_001; // the agent did not come back within the new lease

@@ -28,13 +28,11 @@ export interface GroupCommitOptions {
   onSyncError?: (err: unknown) => void;
 }
 
-/**
- * A commit that failed because the disk is full becomes StorageFull (answered 507): nothing of
- * its group was written, and the same request succeeds once space returns.
- */
-function asStorageError(err: unknown): unknown {
+/** Whether a write failed because the data disk is full (SQLite's or the kernel's word for it). */
+export function isDiskFull(err: unknown): boolean {
+  if (err instanceof StorageFull) return true;
   const code = (err as { code?: unknown } | null)?.code;
-  return code === 'SQLITE_FULL' || code === 'ENOSPC' ? new StorageFull('the data disk is full: nothing was written; retry once space is freed', { cause: err }) : err;
+  return code === 'SQLITE_FULL' || code === 'ENOSPC';
 }
 
 /**
@@ -47,6 +45,7 @@ function asStorageError(err: unknown): unknown {
 export class GroupCommit {
   private pending: Pending[] = [];
   private scheduled = false;
+  private refusedFull = 0;
   private readonly stmt;
   private readonly grouped: boolean;
   readonly wal: WalSync;
@@ -86,7 +85,7 @@ export class GroupCommit {
           o.committed?.();
           return resolve(value);
         } catch (err) {
-          return reject(asStorageError(err));
+          return reject(this.asStorageError(err));
         }
       }
       this.pending.push({ fn, durable: o.durable ?? true, committed: o.committed, resolve: resolve as (v: unknown) => void, reject });
@@ -102,6 +101,21 @@ export class GroupCommit {
    * world about a state change waits for this. Nothing written since the last fsync began: it
    * resolves at once, so reading an old finished job costs no fsync.
    */
+  /** Writes refused so far because the disk was full (the lease reaper looks at this). */
+  get diskFullRefusals(): number {
+    return this.refusedFull;
+  }
+
+  /**
+   * A commit that failed because the disk is full becomes StorageFull (answered 507): nothing of
+   * its group was written, and the same request succeeds once space returns. It is counted.
+   */
+  private asStorageError(err: unknown): unknown {
+    if (!isDiskFull(err)) return err;
+    this.refusedFull++;
+    return err instanceof StorageFull ? err : new StorageFull('the data disk is full: nothing was written; retry once space is freed', { cause: err });
+  }
+
   durable = (): Promise<void> =>
     this.pending.length > 0
       ? // After the queued group: a group that fails (a full disk) wrote nothing to wait for, and a
@@ -129,14 +143,14 @@ export class GroupCommit {
         } catch (err) {
           st.undo.run();
           st.release.run();
-          outcomes.push({ ok: false, value: asStorageError(err) });
+          outcomes.push({ ok: false, value: this.asStorageError(err) });
         }
       }
       st.commit.run();
     } catch (err) {
       if (this.sqlite.inTransaction) this.sqlite.exec('ROLLBACK');
       // The commit itself failed (disk full, I/O error): nothing in the batch was written.
-      for (const p of batch) p.reject(asStorageError(err));
+      for (const p of batch) p.reject(this.asStorageError(err));
       return;
     }
     let synced: Promise<void> | undefined;

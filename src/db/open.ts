@@ -19,6 +19,8 @@ export interface Store {
   commit: GroupCommit['run'];
   /** Resolves once everything committed so far is on disk (see GroupCommit.durable). */
   durable: GroupCommit['durable'];
+  /** Writes refused so far because the disk was full (see GroupCommit.diskFullRefusals). */
+  diskFullRefusals: () => number;
   close(): Promise<void>;
 }
 
@@ -91,6 +93,7 @@ export function openStore(file: string, sync: 'full' | 'normal' = 'full', groupC
     db,
     commit: group.run,
     durable: group.durable,
+    diskFullRefusals: () => group.diskFullRefusals,
     // Closing twice (a test's cleanup after a gateway's own stop) waits for the first close.
     close: () =>
       (closing ??= (async () => {

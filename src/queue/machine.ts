@@ -236,12 +236,13 @@ export class JobMachine extends EventEmitter<MachineEvents> {
   }
 
   /**
-   * Gives every running attempt a full lease from now; called once when the gateway starts. While
-   * the gateway was down no agent could renew anything, so leases that ran out then say nothing of
-   * the agents: each gets a lease to dial again and report what it runs (and the results it kept),
+   * Gives every running attempt a full lease from now: when the gateway starts, and when writes
+   * work again after a full disk refused them. While the gateway was down, or could not record a
+   * heartbeat, no agent could renew anything, so leases that ran out then say nothing of the
+   * agents: each gets a lease to dial again and report what it runs (and the results it kept),
    * instead of its attempts being re-run at the first reap. Returns the attempts renewed.
    */
-  renewAllAtStart(): number {
+  renewAll(): number {
     return this.sql.renewAll.run({ leaseExpiresAt: this.clock() + this.leaseMs }).changes;
   }
 

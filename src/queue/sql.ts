@@ -66,7 +66,7 @@ export function prepareQueueSql(db: Database.Database) {
     requestCancel: db.prepare(
       `UPDATE jobs SET cancel_requested = 1 WHERE id = @jobId AND state = 'running' RETURNING agent, fence, tenant`,
     ),
-    // Every running attempt's lease starts over at gateway start (see JobMachine.renewAllAtStart).
+    // Every running attempt's lease starts over at gateway start (see JobMachine.renewAll).
     renewAll: db.prepare(`UPDATE jobs SET lease_expires_at = max(lease_expires_at, @leaseExpiresAt) WHERE state = 'running'`),
     expired: db.prepare(
       `SELECT id, fence FROM jobs WHERE state = 'running' AND lease_expires_at < @now ORDER BY lease_expires_at LIMIT 500`,

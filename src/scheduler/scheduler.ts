@@ -3,7 +3,7 @@ import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { allocatableMemory, assign, freeMemory, freeSlots, warmKey, type AgentConn } from '../agents/conn.js';
 import type { AgentHub } from '../agents/hub.js';
-import { lazyTransaction } from '../db/group-commit.js';
+import { isDiskFull, lazyTransaction } from '../db/group-commit.js';
 import type { ImageRegistry } from '../images/registry.js';
 import { cpusetHighest } from '../jobs/admission.js';
 import type { JobSpec } from '../jobs/spec.js';
@@ -29,6 +29,8 @@ export interface SchedulerOptions {
   memoryReserveBytes?: number;
   /** Today's CPU use: a tenant past its cpuSecondsPerDay gets no more jobs started until the next UTC day. */
   usage?: UsageService;
+  /** Writes the store refused so far because the disk was full (see reap). */
+  diskFullRefusals?: () => number;
 }
 
 interface Candidate {
@@ -127,6 +129,10 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
   private readonly placementWaitMs: number;
   private readonly reserve: number;
   private lastSweep = -Infinity;
+
+  /** Disk-full refusals counted when leases were last renewed for them, and the reaper's own. */
+  private refusedSeen = 0;
+  private reapRefused = 0;
 
   constructor(
     private readonly db: Database.Database,
@@ -236,11 +242,30 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
     return n;
   }
 
-  /** Expired leases go back to the queue; runs on the timer, not on every kick. */
+  /**
+   * Expired leases go back to the queue; runs on the timer, not on every kick.
+   *
+   * After a full disk refused writes, the heartbeats that came meanwhile may not have renewed
+   * their leases, so the time says nothing of the agents: the first tick at which writes work
+   * again gives every running attempt a full lease from now (as at gateway start), and nothing is
+   * reaped before that. Otherwise every attempt running through a full disk longer than a lease
+   * would be run again, its result (kept by its agent) rejected.
+   */
   reap(): number {
+    const refused = (this.o.diskFullRefusals?.() ?? 0) + this.reapRefused;
     try {
+      if (refused > this.refusedSeen) {
+        const n = this.machine.renewAll();
+        this.refusedSeen = refused;
+        this.log.warn({ attempts: n }, 'writes work again after a full disk: every running attempt has a new lease');
+        return 0;
+      }
       return this.machine.reapExpired();
     } catch (error) {
+      if (isDiskFull(error)) {
+        this.reapRefused++;
+        return 0;
+      }
       this.log.error({ err: error }, 'lease reaper failed');
       this.emit('scheduler:error', { error });
       return 0;
