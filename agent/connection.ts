@@ -52,8 +52,10 @@ const OUTBOX_LIMIT = 10_000;
  * drops within a heartbeat of the refusal) waits the cap.
  */
 export function reconnectDelay(tries: number, nameInUse: boolean, o: { minDelayMs?: number; maxDelayMs?: number }, leaseMs?: number, random = Math.random): number {
-  const cap = Math.min(o.maxDelayMs ?? 10_000, leaseMs ? leaseMs / 4 : Infinity);
-  return nameInUse ? cap : random() * Math.min(cap, (o.minDelayMs ?? 250) * 2 ** tries);
+  const base = o.minDelayMs ?? 250;
+  // Never below the base, whatever lease a gateway announces: a 1 ms lease must not make a dial loop.
+  const cap = Math.min(o.maxDelayMs ?? 10_000, leaseMs ? Math.max(base, leaseMs / 4) : Infinity);
+  return nameInUse ? cap : random() * Math.min(cap, base * 2 ** tries);
 }
 
 /**
@@ -149,7 +151,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     for (const f of pending) ws.send(JSON.stringify(f));
     // After the output kept for them: a result goes after its attempt's output.
     this.resendResults(ws, 0);
-    this.watch(ws, m.heartbeatMs, m.leaseMs ?? 3 * m.heartbeatMs);
+    this.watch(ws, m.heartbeatMs, this.leaseMs);
     this.o.log.info({ gateway: this.o.gateway }, 'connected to gateway');
     this.emit('open');
   }

@@ -381,6 +381,8 @@ describe('agent names', () => {
     expect(reconnectDelay(20, false, {}, 15_000, high)).toBeCloseTo(3746.25);
     expect(reconnectDelay(1, false, {}, 15_000, high)).toBeCloseTo(499.5);
     expect(reconnectDelay(0, true, { maxDelayMs: 60_000 }, 5000)).toBe(1250);
+    // A gateway announcing an absurd lease does not make the agent dial in a tight loop.
+    expect(reconnectDelay(0, true, {}, 1)).toBe(250);
   });
 
   it('an agent stops dialling when its name is refused, and waits its longest backoff when the name is in use', async () => {
