@@ -134,6 +134,24 @@ describe('the console', () => {
     await page.close();
   });
 
+  it('keeps what is typed in the filters while the job list refreshes', async () => {
+    const page = await signIn(acmeToken, '#/jobs');
+    await page.locator('.table-wrap[aria-busy="false"]').waitFor();
+    await page.getByLabel('Name starts with').fill('half typed');
+    await page.getByLabel('State').selectOption('failed');
+    await page.getByLabel('Function').fill('nightly');
+    // The list polls: the second request after typing starts only once the answer to the first
+    // has been rendered, so at least one refresh has redrawn the form by then.
+    const isList = (r: { url(): string }) => new URL(r.url()).pathname === '/v1/jobs';
+    await page.waitForRequest(isList);
+    await page.waitForRequest(isList);
+    expect(await page.getByLabel('Name starts with').inputValue()).toBe('half typed');
+    expect(await page.getByLabel('State').inputValue()).toBe('failed');
+    expect(await page.getByLabel('Function').inputValue()).toBe('nightly');
+    expect(new URL(page.url()).hash).toBe('#/jobs');
+    await page.close();
+  });
+
   it('shows a bad field’s error next to that field', async () => {
     const page = await signIn(acmeToken, '#/submit');
     await page.getByLabel('Command').fill('true');

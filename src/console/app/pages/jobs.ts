@@ -21,7 +21,14 @@ export function Jobs({ route }: { route: Route }) {
   const [error, setError] = useState<unknown>(null);
   const cursor = cursors[cursors.length - 1];
   const filterKey = `${state}|${prefix}|${fn}`;
-  useEffect(() => setCursors([]), [filterKey]);
+  // What is typed stays the form's own until Search: the list redraws every poll, and a field
+  // bound to the URL would be reset to it mid-typing.
+  const [draft, setDraft] = useState({ state, prefix, fn });
+  useEffect(() => {
+    setCursors([]);
+    setDraft({ state, prefix, fn });
+  }, [filterKey]);
+  const edit = (k: keyof typeof draft) => (e: Event) => setDraft({ ...draft, [k]: (e.target as HTMLInputElement | HTMLSelectElement).value });
   useEffect(() => {
     let stop = false;
     let timer: ReturnType<typeof setTimeout>;
@@ -46,23 +53,21 @@ export function Jobs({ route }: { route: Route }) {
   }, [filterKey, cursor]);
   const apply = (e: Event) => {
     e.preventDefault();
-    const f = new FormData(e.target as HTMLFormElement);
     // A name never starts with a space, but a prefix may end with one ("nightly ").
-    const q = qs({ state: String(f.get('state') ?? ''), namePrefix: String(f.get('namePrefix') ?? '').trimStart(), function: String(f.get('function') ?? '').trim() });
-    go(`#/jobs${q}`);
+    go(`#/jobs${qs({ state: draft.state, namePrefix: draft.prefix.trimStart(), function: draft.fn.trim() })}`);
   };
   return html`<${Page} title="Jobs" actions=${html`<a class="button" href=${href('submit')}>Submit a job</a>`}>
     <form class="filters" role="search" aria-label="Filter jobs" onSubmit=${apply}>
       <div class="field"><label for="f-name">Name starts with</label>
-        <input id="f-name" name="namePrefix" type="search" value=${prefix} autocomplete="off" aria-describedby="f-name-help" />
+        <input id="f-name" name="namePrefix" type="search" value=${draft.prefix} onInput=${edit('prefix')} autocomplete="off" aria-describedby="f-name-help" />
         <p class="help" id="f-name-help">Case-sensitive; sorted by name.</p></div>
       <div class="field"><label for="f-state">State</label>
-        <select id="f-state" name="state" value=${state}>
+        <select id="f-state" name="state" value=${draft.state} onChange=${edit('state')}>
           <option value="">any</option>
           ${STATES.map((s) => html`<option value=${s}>${s.replace('_', ' ')}</option>`)}
         </select></div>
       <div class="field"><label for="f-function">Function</label>
-        <input id="f-function" name="function" type="search" value=${fn} autocomplete="off" /></div>
+        <input id="f-function" name="function" type="search" value=${draft.fn} onInput=${edit('fn')} autocomplete="off" /></div>
       <button type="submit">Search</button>
       ${(state || prefix || fn) && html`<a href="#/jobs" class="button secondary">Clear</a>`}
     </form>
