@@ -321,6 +321,40 @@ describe('the console', () => {
     await page.close();
   });
 
+  it('labels the charts’ time axes in UTC, as the tables are, whatever the browser’s time zone', async () => {
+    // The x-axis strip of each chart (its tick labels, below the plot) drawn in two time zones
+    // far apart: the same pixels, since the axis shows UTC hours and days.
+    const strips = async (timezoneId: string) => {
+      const page = await signIn(acmeToken, '#/usage');
+      const cdp = await context.newCDPSession(page);
+      await cdp.send('Emulation.setTimezoneOverride', { timezoneId });
+      await page.reload();
+      await expect.poll(() => page.locator('.chart canvas').count()).toBe(2);
+      expect(await page.evaluate(() => new Date(0).getTimezoneOffset())).not.toBe(0);
+      const out = await page.locator('.chart canvas').evaluateAll((cs) =>
+        (cs as HTMLCanvasElement[]).map((c) => {
+          const h = Math.round(c.height * 0.18);
+          const d = c.getContext('2d')!.getImageData(0, c.height - h, c.width, h).data;
+          let inked = 0;
+          for (let i = 0; i < d.length; i += 4) if (d[i + 3]! > 0 && d[i]! < 128) inked++;
+          return { inked, pixels: Array.from(d).join(',') };
+        }),
+      );
+      await page.close();
+      return out;
+    };
+    // Both pages must show the same 48 hours: at the turn of an hour, draw them again.
+    let west, east, hour;
+    do {
+      hour = new Date().getUTCHours();
+      [west, east] = [await strips('America/New_York'), await strips('Asia/Kolkata')];
+    } while (new Date().getUTCHours() !== hour);
+    for (const [k, chart] of west.entries()) {
+      expect(chart.inked).toBeGreaterThan(50); // tick labels are there
+      expect(chart.pixels === east[k]!.pixels).toBe(true);
+    }
+  });
+
   it('shows an admin the tenants with their quotas, the agents with their pools, and images', async () => {
     const page = await signIn(adminToken, '#/admin');
     await page.locator('.agent h3', { hasText: 'c1' }).waitFor();

@@ -32,6 +32,9 @@ export function Chart({ x, series, summary, unit }: { x: number[]; series: Serie
         width: width(),
         height: 220,
         legend: { show: false },
+        // The buckets are UTC hours and days, as the tables beside the charts say: the axis
+        // labels them in UTC, not in the browser's time zone.
+        tzDate: (ts: number) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'),
         cursor: { show: true, drag: { x: false, y: false } },
         // Bars are centred on their time: half a step of room at each end keeps the first and
         // last whole.

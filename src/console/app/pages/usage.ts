@@ -56,11 +56,11 @@ export function UsagePage() {
         <p>Jobs ended today: ${today?.jobs ?? 0}</p></div>
     </div>
     <div class="charts">
-      <section aria-labelledby="jobs-per-hour"><h2 id="jobs-per-hour">Jobs per hour (48 hours)</h2>
+      <section aria-labelledby="jobs-per-hour"><h2 id="jobs-per-hour">Jobs per hour (48 hours, UTC)</h2>
         <${Chart} x=${hours.map((h) => hourStart(h.hour))} unit="jobs"
           series=${[{ label: 'Jobs ended', values: hours.map((h) => h.jobs), bars: true }, { label: 'of which failed', values: hours.map((h) => h.failures), bars: true, tone: 'danger' }]}
           summary=${`Jobs per hour, last 48 hours: ${hourJobs} ended, ${hourFailures} of them failed`} /></section>
-      <section aria-labelledby="cpu-per-day"><h2 id="cpu-per-day">CPU-seconds per day (30 days)</h2>
+      <section aria-labelledby="cpu-per-day"><h2 id="cpu-per-day">CPU-seconds per day (30 UTC days)</h2>
         <${Chart} x=${x} series=${[{ label: 'CPU-seconds per day', values: days.map((d) => d.cpuSeconds) }]} unit="CPU s" summary=${`CPU-seconds per day, last 30 days: ${fmtNum(days.reduce((a, d) => a + d.cpuSeconds, 0))} in all`} /></section>
     </div>
     <h2>Failures by reason (30 days)</h2>
