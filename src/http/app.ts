@@ -11,6 +11,7 @@ import { agentRoutes } from '../agents/routes.js';
 import { usageRoutes } from '../usage/routes.js';
 import type { Services } from '../services.js';
 import type { AppEnv } from './env.js';
+import { checkedJsonBody } from './json-body.js';
 import { ApiError, onError, problem } from './errors.js';
 import { opsRoutes } from './ops.js';
 import { describeApi } from './openapi.js';
@@ -62,6 +63,7 @@ export function createApp(s: Services, o: { draining?: () => boolean } = {}) {
     await next();
   });
   app.use('/v1/*', authenticate(s.verifier, s.tenants.exists));
+  app.use('/v1/*', checkedJsonBody(JSON_TYPE));
 
   const api = router();
   api.route('/', tenantRoutes(s));

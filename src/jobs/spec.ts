@@ -147,7 +147,9 @@ export const TimeoutSchema = z
   .max(MAX_TIMEOUT_SECONDS, `timeout must be at most ${MAX_TIMEOUT_SECONDS} seconds`)
   .openapi({ description: 'Seconds of wall time per attempt.', example: 30 });
 export const RetriesSchema = z.number().int('retries must be an integer').min(0).max(10);
-export const CpuSchema = z.number().positive('cpu must be positive').max(1024).openapi({ example: 0.5 });
+/** The smallest CPU share a cgroup enforces here (1 ms of every 100 ms period): a smaller one would run at this and be metered below it. */
+export const MIN_CPU = 0.01;
+export const CpuSchema = z.number().min(MIN_CPU, `cpu must be at least ${MIN_CPU}`).max(1024).openapi({ example: 0.5 });
 export const CallbackUrlSchema = z
   .string()
   .max(2048)

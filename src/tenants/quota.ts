@@ -1,5 +1,5 @@
 import { z } from '@hono/zod-openapi';
-import { MIN_MEMORY_BYTES } from '../jobs/spec.js';
+import { MIN_CPU, MIN_MEMORY_BYTES } from '../jobs/spec.js';
 
 /** Per-tenant limits. Defaults apply to every field a tenant's stored quota leaves unset. */
 export const DEFAULT_QUOTA = {
@@ -47,7 +47,7 @@ export const QuotaPatchSchema = z
     maxTimeoutSeconds: limit(7 * 24 * 3600),
     // Below the smallest memory a job may ask for, no job could run.
     maxMemoryBytes: limit(1024 ** 4, MIN_MEMORY_BYTES),
-    maxCpu: z.number().positive('must be positive').max(1024, 'must be at most 1024'),
+    maxCpu: z.number().min(MIN_CPU, `must be at least ${MIN_CPU}`).max(1024, 'must be at most 1024'),
     cpuSecondsPerDay: pace(1_000_000_000),
     maxOutputBytes: limit(1024 ** 3),
     // At least a day: the callback retry schedule runs up to 24 h after a job ends.

@@ -30,7 +30,11 @@ export class TenantService {
 
   async create(id: string, quota: Partial<Quota> = {}, now = Date.now()): Promise<TenantView> {
     if (this.known.has(id)) throw new Conflict(`tenant ${id} already exists`, 'id');
-    await this.store.commit(() => this.store.db.insert(tenants).values({ id, quota, createdAt: now }).run());
+    await this.store.commit(() => {
+      // Two creates of one id may both pass the check above: the second finds the row here.
+      const { changes } = this.store.db.insert(tenants).values({ id, quota, createdAt: now }).onConflictDoNothing().run();
+      if (changes === 0) throw new Conflict(`tenant ${id} already exists`, 'id');
+    });
     this.known.set(id, { stored: quota, quota: effectiveQuota(quota), createdAt: now });
     return this.get(id);
   }

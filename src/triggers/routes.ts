@@ -1,9 +1,10 @@
 import { createRoute, z } from '@hono/zod-openapi';
 import type { Context } from 'hono';
 import { requireScope } from '../auth/middleware.js';
+import { parseJsonBody } from '../http/json-body.js';
 import { FunctionNameSchema } from '../functions/schema.js';
 import type { AppEnv } from '../http/env.js';
-import { ApiError, problem } from '../http/errors.js';
+import { problem } from '../http/errors.js';
 import { bearer, problems, router } from '../http/router.js';
 import type { Services } from '../services.js';
 import { TriggerIdSchema, TriggerRequestSchema, TriggerViewSchema, TriggerWithSecretSchema } from './schema.js';
@@ -55,8 +56,10 @@ export function triggerRoutes(s: Services) {
       responses: { 201: ok(TriggerWithSecretSchema, 'Created; keep the secret, it is not shown again'), ...problems(400, 401, 403, 404, 415, 422) },
     }),
     async (c) => {
-      const text = await c.req.text();
-      const body = TriggerRequestSchema.parse(text.trim() === '' ? {} : parseJson(text));
+      const bytes = new Uint8Array(await c.req.arrayBuffer());
+      // No body, or only blanks, asks for the defaults.
+      const blank = /^\s*$/.test(Buffer.from(bytes).toString('latin1'));
+      const body = TriggerRequestSchema.parse(blank ? {} : parseJsonBody(bytes));
       const t = await s.triggers.create(c.get('principal').tenant!, c.req.valid('param').name, body.kind, base(c));
       return c.json(t, 201, { location: `/v1/functions/${encodeURIComponent(t.function)}/triggers/${t.id}` });
     },
@@ -183,13 +186,4 @@ export function triggerRoutes(s: Services) {
   );
 
   return app;
-}
-
-/** JSON.parse as a 400 naming the body rather than a throw. */
-function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new ApiError('bad_request', 'the body is not valid JSON', [{ field: '(body)', message: 'not valid JSON' }]);
-  }
 }

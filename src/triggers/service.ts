@@ -113,6 +113,8 @@ export class TriggerService {
     const secret = kind === 'github' ? randomBytes(32).toString('hex') : newSecret();
     const row: TriggerRow = { id, tenant, function: fn, kind, secretEnc: this.box.seal(secret, `trigger:${id}`), prevSecretEnc: null, prevExpiresAt: null, createdAt: now };
     await this.store.commit(() => {
+      // Again inside the write: the function may have been deleted while this request waited.
+      this.functions.row(tenant, fn);
       if (this.q.countOf.get({ tenant, fn })!.n >= MAX_TRIGGERS_PER_FUNCTION) {
         throw new LimitExceeded(`function ${fn} already has ${MAX_TRIGGERS_PER_FUNCTION} triggers`, 'function', 'triggers');
       }
