@@ -65,6 +65,7 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ level
     idleTtlMs: config.idleTtl * 1000,
     maxIdle: config.maxIdle,
     maxIdlePerTenant: config.maxIdlePerTenant,
+    idleMemoryMax: config.idleMemoryMax,
     log,
   });
   let heartbeat: NodeJS.Timeout | undefined;

@@ -47,6 +47,13 @@ const AgentConfigSchema = z.object({
   maxIdle: z.coerce.number().int().min(0).max(4096).default(64),
   /** Idle warm containers kept per tenant. */
   maxIdlePerTenant: z.coerce.number().int().min(0).max(4096).default(8),
+  /**
+   * Bytes of memory a container may still hold after an attempt and be kept warm; past it, it is
+   * recycled. The scheduler counts only running attempts' limits, so what an idle container holds
+   * (files in /tmp, shm segments) is memory promised twice. A used busybox container holds ~0.4-0.7
+   * MiB here; 1 MiB is the floor so that a clean one is never recycled for it.
+   */
+  idleMemoryMax: z.coerce.number().int().min(1024 ** 2).default(32 * 1024 ** 2),
   /** Bytes of memory limits this node offers (default: total memory less a reserve for the host). */
   memory: z.coerce.number().int().min(64 * 1024 ** 2).optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -76,6 +83,7 @@ const ENV_KEYS: Record<keyof z.input<typeof AgentConfigSchema>, string> = {
   rootImages: 'CORRAL_ROOT_IMAGES',
   maxIdle: 'CORRAL_MAX_IDLE',
   maxIdlePerTenant: 'CORRAL_MAX_IDLE_PER_TENANT',
+  idleMemoryMax: 'CORRAL_IDLE_MEMORY_MAX',
   memory: 'CORRAL_MEMORY_BYTES',
   logLevel: 'CORRAL_LOG_LEVEL',
   drainMs: 'CORRAL_DRAIN_MS',

@@ -129,6 +129,14 @@ export interface ContainerCgroup {
   resetPeak(): void;
   usage(): Usage;
   peakMemoryBytes(): number;
+  /**
+   * Memory charged to the container's subtree now (v1 `memory.usage_in_bytes`, v2
+   * `memory.current`: anon, tmpfs and SysV shm, kernel objects, page cache), less its inactive
+   * file cache, which the kernel drops first under pressure without writing anything (the same
+   * "working set" `docker stats` and the kubelet report). What stays is what a job can leave
+   * behind that nothing reclaims: files on the container's tmpfs, shm segments, kernel memory.
+   */
+  heldMemoryBytes(): number;
   /** Host pids of the processes in the container's own cgroup (not its children). */
   procs(): number[];
   /** Tasks in the container's whole subtree, child cgroups included (pids.current). */
@@ -217,6 +225,13 @@ class V1 implements ContainerCgroup {
     return Number(this.f.read(join(this.dir('memory'), 'memory.max_usage_in_bytes')));
   }
 
+  heldMemoryBytes(): number {
+    const mem = this.dir('memory');
+    // total_ counts child cgroups too, as usage_in_bytes does (use_hierarchy is always on since Linux 5.16).
+    const inactive = keyed(this.f.read(join(mem, 'memory.stat')), 'total_inactive_file');
+    return Math.max(0, Number(this.f.read(join(mem, 'memory.usage_in_bytes'))) - inactive);
+  }
+
   procs(): number[] {
     return this.f.read(join(this.dir('pids'), 'cgroup.procs')).split('\n').filter(Boolean).map(Number);
   }
@@ -299,6 +314,11 @@ class V2 implements ContainerCgroup {
 
   peakMemoryBytes(): number {
     return Number(this.f.read(join(this.dir, this.peakFile)));
+  }
+
+  heldMemoryBytes(): number {
+    const inactive = keyed(this.f.read(join(this.dir, 'memory.stat')), 'inactive_file');
+    return Math.max(0, Number(this.f.read(join(this.dir, 'memory.current'))) - inactive);
   }
 
   procs(): number[] {

@@ -21,6 +21,8 @@ export interface PoolOptions {
   /** Idle warm containers kept in all, and per tenant; past either the least recently used goes. */
   maxIdle: number;
   maxIdlePerTenant: number;
+  /** Bytes a container may still hold after an attempt and go back to the idle pool (see holdsMemory). */
+  idleMemoryMax: number;
   log: Logger;
   clock?: () => number;
 }
@@ -40,8 +42,9 @@ const key = (tenant: string, image: string) => `${tenant}\0${image}`;
 /**
  * The agent's containers. Blank ones are pre-warmed per image and refilled in the background;
  * a container, once used by a tenant, is bound to (tenant, image) and only ever reused for that
- * pair; it is recycled after a bad end, `maxUses`, or `idleTtlMs` idle, and when idle ones pass
- * `maxIdle` (or `maxIdlePerTenant`) the least recently used goes. One attempt per container.
+ * pair; it is recycled after a bad end, `maxUses`, `idleTtlMs` idle, or an attempt that left more
+ * than `idleMemoryMax` of memory in it, and when idle ones pass `maxIdle` (or `maxIdlePerTenant`)
+ * the least recently used goes. One attempt per container.
  *
  * Every container maps its ids onto its tenant's own host range (IdmapAllocator). A blank one
  * starts in a spare range, so only a tenant without a range yet can take it (adopting the range);
@@ -178,7 +181,7 @@ export class Pool extends EventEmitter<PoolEvents> {
   release(c: Container, recycle: boolean): void {
     this.busy.delete(c);
     c.lastUsed = this.clock();
-    if (recycle || this.stopped || c.uses >= this.o.maxUses || !c.exec.alive) {
+    if (recycle || this.stopped || c.uses >= this.o.maxUses || !c.exec.alive || this.holdsMemory(c)) {
       void this.recycle(c);
     } else {
       const k = key(c.tenant!, c.image);
@@ -188,6 +191,28 @@ export class Pool extends EventEmitter<PoolEvents> {
       this.capIdle(c.tenant!);
     }
     this.emit('pool:changed');
+  }
+
+  /**
+   * Whether `c` holds more memory than an idle container may. The scheduler offers a node's
+   * memory less the limits of running attempts only, so what a finished job left charged to its
+   * container (files on its tmpfs /tmp, SysV shm segments nobody removed: 894 MB after one 1G
+   * job here) would be promised to other tenants' jobs again, up to `maxIdle` times over, and the
+   * OOM killer would take it back from them. Checked once, at release: an idle container cannot
+   * grow, because only its executor is left in it (the runner recycles one with any other task)
+   * and the executor allocates nothing while it waits. A cgroup that cannot be read is not kept.
+   */
+  private holdsMemory(c: Container): boolean {
+    let bytes: number;
+    try {
+      bytes = c.cgroup.heldMemoryBytes();
+    } catch (err) {
+      this.o.log.warn({ err, container: c.name }, 'could not read the memory an idle container holds: recycling it');
+      return true;
+    }
+    if (bytes <= this.o.idleMemoryMax) return false;
+    this.o.log.info({ container: c.name, tenant: c.tenant, bytes, max: this.o.idleMemoryMax }, 'recycling a container its attempt left holding memory');
+    return true;
   }
 
   /** Recycles the least recently used idle containers past the per-tenant and total caps. */
