@@ -6,6 +6,7 @@ import { mintToken } from './auth/tokens.js';
 import type { GatewayConfig } from './config.js';
 import { writePrivateFile } from './datadir.js';
 import { createApp } from './http/app.js';
+import { answerClientError } from './http/client-error.js';
 import { buildServices, type BuildOptions, type Services } from './services.js';
 
 export interface Gateway {
@@ -57,6 +58,7 @@ export async function startGateway(config: GatewayConfig, o: BuildOptions = {}):
     const s = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(s as Server));
   });
   server.keepAliveTimeout = 65_000;
+  server.on('clientError', answerClientError);
   services.machine.renewAll();
   services.hub.attach(server);
   services.scheduler.start();

@@ -1,4 +1,5 @@
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -62,5 +63,36 @@ describe('request bodies over a real socket', () => {
   it('malformed JSON is 400 and a wrong content type 415', async () => {
     expect((await send({ chunks: ['{"command":'] })).status).toBe(400);
     expect((await send({ chunks: ['command=true'], headers: { 'content-type': 'application/x-www-form-urlencoded' } })).status).toBe(415);
+  });
+});
+
+/** Raw bytes over a socket, and everything the gateway sends back until it closes. */
+function rawExchange(bytes: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const url = new URL(g.url);
+    const sock = connect(Number(url.port), url.hostname, () => sock.end(bytes));
+    let got = '';
+    sock.on('data', (d) => (got += d));
+    sock.on('close', () => resolve(got));
+    sock.on('error', reject);
+  });
+}
+
+describe("requests Node's parser refuses", () => {
+  it.each([
+    ['a space in the request target', 'GET /v1/jobs x HTTP/1.1\r\nhost: a\r\n\r\n', 400, '(request)'],
+    ['a bad chunk size', 'POST /v1/jobs HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n', 400, '(request)'],
+    ['Content-Length with Transfer-Encoding', 'POST /v1/jobs HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n', 400, '(request)'],
+    ['headers past the size limit', `GET /v1/jobs/${'a'.repeat(20_000)} HTTP/1.1\r\nhost: a\r\n\r\n`, 431, '(headers)'],
+  ])('%s: a problem+json answer naming what is wrong, then the connection closes', async (_what, bytes, status, field) => {
+    const answer = await rawExchange(bytes);
+    const [head, body] = answer.split('\r\n\r\n', 2) as [string, string];
+    expect(head.split('\r\n')[0]).toMatch(new RegExp(`^HTTP/1.1 ${status} `));
+    expect(head.toLowerCase()).toContain('content-type: application/problem+json');
+    const p = JSON.parse(body) as { status: number; errors: Array<{ field: string }> };
+    expect(p.status).toBe(status);
+    expect(p.errors.map((e) => e.field)).toEqual([field]);
+    // The gateway still serves.
+    expect((await fetch(`${g.url}/healthz`)).status).toBe(200);
   });
 });
