@@ -78,7 +78,27 @@ export function createApp(s: Services, o: { draining?: () => boolean } = {}) {
   opsRoutes(app, s);
   consoleRoutes(app);
 
-  app.notFound((c) => problem(c, 'not_found', `no route for ${c.req.method} ${c.req.path}`));
+  const allowed = allowedMethods(app.routes);
+  app.notFound((c) => {
+    const methods = allowed(c.req.path);
+    if (methods.length && !methods.includes(c.req.method)) {
+      const list = methods.join(', ');
+      return problem(c, 'method_not_allowed', `${c.req.method} is not allowed on ${c.req.path}`, [{ field: '(method)', message: `allowed: ${list}` }], { allow: list });
+    }
+    return problem(c, 'not_found', `no route for ${c.req.method} ${c.req.path}`);
+  });
   app.onError(onError);
   return app;
+}
+
+/** The methods the routes answer on a path, for a 405's Allow header; built on first use, once every route is in. */
+export function allowedMethods(routes: ReadonlyArray<{ method: string; path: string }>): (path: string) => string[] {
+  let table: Array<{ method: string; re: RegExp }> | undefined;
+  const segment = (s: string) => (s.startsWith(':') ? '[^/]+' : s === '*' ? '.*' : s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+  return (path) => {
+    table ??= routes.filter((r) => r.method !== 'ALL').map((r) => ({ method: r.method, re: new RegExp(`^${r.path.split('/').map(segment).join('/')}/?$`) }));
+    const methods = new Set(table.filter((r) => r.re.test(path)).map((r) => r.method));
+    if (methods.has('GET')) methods.add('HEAD');
+    return [...methods].sort();
+  };
 }

@@ -116,3 +116,23 @@ describe('races answer as the same requests one at a time do', () => {
     expect(statuses).toContain(404);
   });
 });
+
+describe('methods', () => {
+  it('a method a path does not take is 405 naming (method), with Allow listing those it does; an unknown path stays 404', async () => {
+    const cases: Array<[string, string, string]> = [
+      ['PUT', '/v1/jobs', 'GET, HEAD, POST'],
+      ['PATCH', '/v1/jobs/job_01ABC', 'DELETE, GET, HEAD'],
+      ['DELETE', '/v1/usage', 'GET, HEAD'],
+      ['POST', '/metrics', 'GET, HEAD'],
+    ];
+    for (const [method, path, allow] of cases) {
+      const res = await g.req(method, path, { token, raw: method === 'PUT' || method === 'PATCH' || method === 'POST' ? '{}' : undefined, headers: { 'content-type': 'application/json' } });
+      expect(res.status, `${method} ${path}`).toBe(405);
+      expect(res.headers.get('allow')).toBe(allow);
+      expect((await problemOf(res)).fields).toEqual(['(method)']);
+    }
+    expect((await g.req('GET', '/v1/nothing-here', { token })).status).toBe(404);
+    expect((await g.req('GET', '/v1/jobs/job_01ABC', { token })).status).toBe(404); // a route's own 404
+    expect((await g.req('GET', '/docs/no-such-file.js')).status).toBe(404);
+  });
+});
