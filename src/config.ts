@@ -79,6 +79,12 @@ const GatewayConfigSchema = z.object({
    * grows past it, then stays; pages not held are read back from the kernel's cache.
    */
   dbCacheMib: z.coerce.number().int().min(1).max(4096).default(16),
+  /**
+   * Requests one tenant may hold open at once: output follows (`?follow=1`, refused 429 past it)
+   * and `?wait` holds (answered at once, without holding, past it). Each holds a socket and a
+   * listener on every output chunk.
+   */
+  maxHoldsPerTenant: z.coerce.number().int().min(1).max(100_000).default(100),
   /** Base URL printed in trigger and console links. */
   publicUrl: z.string().url().optional(),
 });
@@ -107,6 +113,7 @@ const ENV_KEYS: Record<keyof z.input<typeof GatewayConfigSchema>, string> = {
   drainMs: 'CORRAL_DRAIN_MS',
   retentionDays: 'CORRAL_RETENTION_DAYS',
   dbCacheMib: 'CORRAL_DB_CACHE_MIB',
+  maxHoldsPerTenant: 'CORRAL_MAX_HOLDS_PER_TENANT',
   publicUrl: 'CORRAL_PUBLIC_URL',
 };
 

@@ -9,6 +9,7 @@ import { ImageRegistry } from './images/registry.js';
 import { Admission } from './jobs/admission.js';
 import { JobService } from './jobs/service.js';
 import { JobWaiters } from './jobs/waiters.js';
+import { TenantHolds } from './jobs/holds.js';
 import { buildCallbacks, type Callbacks, type CallbackTuning } from './callbacks/index.js';
 import { SecretBox } from './secrets/box.js';
 import { FunctionService } from './functions/service.js';
@@ -41,6 +42,7 @@ export interface Services {
   /** Seals secrets kept in the database (key: `$CORRAL_DATA/secrets.key`). */
   box: SecretBox;
   triggers: TriggerService;
+  holds: TenantHolds;
   waiters: JobWaiters;
   hub: AgentHub;
   scheduler: Scheduler;
@@ -81,7 +83,8 @@ export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Serv
   const functions = new FunctionService(store, tenants, admission, jobs, config.defaultImage);
   const box = SecretBox.load(config.dataDir);
   const triggers = new TriggerService(store, box, functions, tenants, o.clock);
-  const waiters = new JobWaiters(machine, store.durable);
+  const holds = new TenantHolds(config.maxHoldsPerTenant);
+  const waiters = new JobWaiters(machine, store.durable, holds);
   const metrics = new Metrics(store.sqlite, { agents: () => hub?.count() ?? 0, defaultMetrics: true });
   hub = new AgentHub({ machine, output, images, metrics, log, verifier, heartbeatMs: Math.max(500, Math.floor(config.leaseMs / 3)), commit: store.commit });
   const scheduler = new Scheduler(store.sqlite, machine, hub, tenants, log, {
@@ -100,5 +103,5 @@ export function buildServices(config: GatewayConfig, o: BuildOptions = {}): Serv
     clock: machine.clock,
     onDeleted: (kind, n) => metrics.retentionDeleted.inc({ kind }, n),
   });
-  return { config, log, store, secret, verifier, machine, output, tenants, images, admission, usage, jobs, functions, box, triggers, waiters, hub, scheduler, metrics, callbacks, retention };
+  return { config, log, store, secret, verifier, machine, output, tenants, images, admission, usage, jobs, functions, box, triggers, holds, waiters, hub, scheduler, metrics, callbacks, retention };
 }

@@ -224,7 +224,7 @@ export function functionRoutes(s: Services) {
   /** Holds until the job ends or `seconds` pass; returns the job as it then is. */
   async function waitFor(c: Context<AppEnv>, tenant: string, job: JobView, seconds: number): Promise<JobView> {
     if (seconds > 0 && !FINAL_STATES.has(job.state)) {
-      await s.waiters.wait(job.id, seconds * 1000, c.req.raw.signal);
+      await s.waiters.wait(tenant, job.id, seconds * 1000, c.req.raw.signal);
       job = s.jobs.get(tenant, job.id);
     }
     // The read may have seen an end committed but not yet fsynced: a 200/502 reports it only once on disk.

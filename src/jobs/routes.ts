@@ -7,8 +7,11 @@ import type { Services } from '../services.js';
 import { JobNameSchema, JobRequestSchema, MAX_NAME_LENGTH } from './spec.js';
 import { JobViewSchema, type JobView } from './view.js';
 import { followOutput } from './follow.js';
+import { QuotaExceeded } from '../errors/domain.js';
 
 const MAX_WAIT_SECONDS = 60;
+/** A follow refused for too many open holds may try again soon: holds end as jobs do. */
+const HOLDS_RETRY_AFTER_SECONDS = 5;
 
 const WaitQuery = z.object({
   wait: z.coerce
@@ -45,7 +48,7 @@ export function jobRoutes(s: Services) {
   /** Holds until the job ends or `seconds` pass; returns the job as it then is, a final state only once on disk. */
   async function waitFor(tenant: string, job: JobView, seconds: number, signal: () => AbortSignal): Promise<JobView> {
     if (seconds <= 0 || FINAL_STATES.has(job.state)) return onDisk(job);
-    await s.waiters.wait(job.id, seconds * 1000, signal());
+    await s.waiters.wait(tenant, job.id, seconds * 1000, signal());
     return onDisk(s.jobs.get(tenant, job.id));
   }
 
@@ -213,7 +216,7 @@ export function jobRoutes(s: Services) {
       },
       responses: {
         200: { description: 'Output as text, or an event stream', content: { 'text/plain': { schema: z.string() }, 'text/event-stream': { schema: z.string() } } },
-        ...problems(400, 401, 403, 404),
+        ...problems(400, 401, 403, 404, 429),
       },
     }),
     async (c) => {
@@ -221,7 +224,9 @@ export function jobRoutes(s: Services) {
       const q = c.req.valid('query');
       const row = s.jobs.rowByIdOrName(tenant, c.req.valid('param').id);
       if (q.follow === '1' || q.follow === 'true') {
-        return streamSSE(c, (sse) => followOutput(s, tenant, row.id, q.stream, sse, c.req.raw.signal));
+        const release = s.holds.take(tenant);
+        if (!release) throw new QuotaExceeded(`this tenant already holds ${s.holds.max} follows and waits open`, 'holds', HOLDS_RETRY_AFTER_SECONDS);
+        return streamSSE(c, (sse) => followOutput(s, tenant, row.id, q.stream, sse, c.req.raw.signal).finally(release));
       }
       // x-corral-job-state reports the state read here: a final one leaves only once on disk.
       const job = await onDisk(s.jobs.get(tenant, row.id));

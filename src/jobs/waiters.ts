@@ -1,4 +1,5 @@
 import type { JobMachine } from '../queue/machine.js';
+import type { TenantHolds } from './holds.js';
 import { FINAL_STATES, type JobState } from '../queue/states.js';
 
 /**
@@ -12,6 +13,8 @@ export class JobWaiters {
     private readonly machine: JobMachine,
     /** Resolves once what was committed so far is durable (Store.durable). */
     private readonly durable: () => Promise<void>,
+    /** A tenant past its holds is answered at once: a wait is a courtesy, never a refusal. */
+    private readonly holds: TenantHolds,
   ) {
     machine.on('job:ended', ({ jobId }) => {
       if (this.waiting.has(jobId)) this.releaseWhenDurable(jobId);
@@ -21,9 +24,12 @@ export class JobWaiters {
   /**
    * Holds until job `jobId` ends (true) or `ms` pass (false). The job's state is read once the
    * waiter is in place: a job dispatched at commit can end (or be deleted) before its submitter
-   * starts waiting, and its `job:ended` is then already gone.
+   * starts waiting, and its `job:ended` is then already gone. A tenant already holding its
+   * maximum of requests open does not wait (false at once).
    */
-  wait(jobId: string, ms: number, signal?: AbortSignal): Promise<boolean> {
+  wait(tenant: string, jobId: string, ms: number, signal?: AbortSignal): Promise<boolean> {
+    const release = this.holds.take(tenant);
+    if (!release) return Promise.resolve(false);
     return new Promise((resolve) => {
       const set = this.waiting.get(jobId) ?? new Set();
       this.waiting.set(jobId, set);
@@ -32,6 +38,7 @@ export class JobWaiters {
         signal?.removeEventListener('abort', onAbort);
         set.delete(done);
         if (set.size === 0) this.waiting.delete(jobId);
+        release();
         resolve(ended);
       };
       const onAbort = () => done(false);

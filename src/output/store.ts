@@ -22,6 +22,8 @@ export class OutputStore extends EventEmitter<OutputEvents> {
 
   constructor(private readonly db: Database.Database) {
     super();
+    // Every open output follow listens here: bounded by the holds each tenant may have, not by 10.
+    this.setMaxListeners(0);
     this.current = db.prepare(
       `SELECT attempt_count AS n, output_bytes AS bytes, output_truncated AS truncated, CASE WHEN memory IS NULL THEN json_extract(spec, '$.maxOutputBytes') ELSE max_output_bytes END AS cap
        FROM jobs WHERE id = ? AND fence = ? AND state = 'running'`,

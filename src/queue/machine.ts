@@ -101,6 +101,8 @@ export class JobMachine extends EventEmitter<MachineEvents> {
     o: MachineOptions = {},
   ) {
     super();
+    // Every open output follow listens here: bounded by the holds each tenant may have, not by 10.
+    this.setMaxListeners(0);
     this.sql = prepareQueueSql(db);
     this.clock = o.clock ?? Date.now;
     this.leaseMs = o.leaseMs ?? 15_000;

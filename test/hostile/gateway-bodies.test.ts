@@ -136,3 +136,37 @@ describe('methods', () => {
     expect((await g.req('GET', '/docs/no-such-file.js')).status).toBe(404);
   });
 });
+
+describe('requests held open', () => {
+  it('a tenant past its holds gets 429 for another follow and an answer at once for a wait; other tenants are not touched', async () => {
+    await g.close();
+    g = await testGateway({ CORRAL_MAX_HOLDS_PER_TENANT: '2' });
+    const acme = await g.tenant('acme');
+    const beta = await g.tenant('beta');
+    // No agent: the jobs stay queued, so every follow and wait would hold until it ends.
+    const job = (await (await g.req('POST', '/v1/jobs', { token: acme, body: { command: 'true' } })).json()) as { id: string };
+    const other = (await (await g.req('POST', '/v1/jobs', { token: beta, body: { command: 'true' } })).json()) as { id: string };
+    const follow = (t: string, id: string, signal?: AbortSignal) =>
+      Promise.resolve(g.app.request(`/v1/jobs/${id}/output?follow=1`, { headers: { authorization: `Bearer ${t}` }, ...(signal && { signal }) }));
+    const first = new AbortController();
+    const held = [await follow(acme, job.id, first.signal), await follow(acme, job.id)];
+    expect(held.map((r) => r.status)).toEqual([200, 200]);
+    expect(g.s.holds.count('acme')).toBe(2);
+
+    const refused = await follow(acme, job.id);
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('retry-after')).toBe('5');
+    expect((await problemOf(refused)).body.type).toBe('/problems/quota/holds');
+    // A wait is answered as if it had run out (it would otherwise hold for a minute).
+    const waited = await g.req('GET', `/v1/jobs/${job.id}?wait=60`, { token: acme });
+    expect(waited.status).toBe(200);
+    expect(((await waited.json()) as { state: string }).state).toBe('queued');
+    // Another tenant follows as usual.
+    expect((await follow(beta, other.id)).status).toBe(200);
+
+    // A follow that ends gives its hold back.
+    first.abort();
+    await expect.poll(() => g.s.holds.count('acme')).toBe(1);
+    expect((await follow(acme, job.id)).status).toBe(200);
+  });
+});
