@@ -4,6 +4,7 @@ import { PROTOCOL_VERSION, type GatewayMessage } from '../src/protocol/messages.
 import { hostCapacity, type AgentConfig } from './config.js';
 import { Connection } from './connection.js';
 import { ensureExecutor } from './executor/build.js';
+import { ensureHostLimits } from './lxc/host-limits.js';
 import { hostSlots, IdmapAllocator } from './lxc/idmap.js';
 import { listImages, shareImage } from './lxc/images.js';
 import { Pool } from './pool/pool.js';
@@ -42,6 +43,8 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ level
   if (images.length === 0) log.warn('no images on this node: run "corral image build busybox"');
 
   for (const i of images) shareImage(config, i);
+  // Host root's inotify/fanotify limits must hold every container's share (see host-limits.ts).
+  for (const c of ensureHostLimits(config.slots + config.maxIdle + config.warm * images.length)) log.info(c, 'raised a host limit so that every container gets its share');
 
   const env = { agent: config.name, lxcPath: config.lxcPath, executor, diskBytes: config.disk, rootImages: config.rootImages };
   const leftovers = await destroyLeftovers(env);

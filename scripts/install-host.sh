@@ -35,3 +35,21 @@ for f in /etc/subuid /etc/subgid; do
   echo 'root:1000000:65536000' >> "$f"
 done
 mkdir -p /var/lib/lxc
+# Every container's user namespace belongs to root, so the kernel also charges each container's
+# inotify and fanotify use to root's own per-user limits, one counter for all tenants and the
+# host. Each container gets its own small limits (agent/lxc/host-limits.ts: 32 inotify instances,
+# 8192 watches, 4 fanotify groups, 8192 marks); root's must hold every container's share plus the
+# host's own: here ~500 containers' (an agent raises them at start if its slots + max-idle need
+# more). Never lowers a value that is already higher.
+conf=/etc/sysctl.d/60-corral.conf
+: > "$conf.tmp"
+for kv in fs.inotify.max_user_instances=16512 fs.inotify.max_user_watches=4161536 \
+          fs.fanotify.max_user_groups=2128 fs.fanotify.max_user_marks=4161536; do
+  key=${kv%=*} want=${kv#*=}
+  [ -e "/proc/sys/${key//.//}" ] || continue
+  have=$(sysctl -n "$key")
+  [ "$have" -gt "$want" ] && want=$have
+  echo "$key = $want" >> "$conf.tmp"
+done
+mv "$conf.tmp" "$conf"
+sysctl -q -p "$conf"

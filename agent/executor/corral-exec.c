@@ -11,7 +11,8 @@
  *  - serves exactly one connection, and only from a process outside the container's PID
  *    namespace (SO_PEERCRED reports pid 0 for such a peer); then it closes and unlinks its socket;
  *  - runs each job as an unprivileged uid (unless the agent asks for root in the user namespace),
- *    with no capabilities, no_new_privs, RLIMIT_CORE=0, oom_score_adj 1000 and a seccomp filter
+ *    with no capabilities, no_new_privs, RLIMIT_CORE=0, RLIMIT_SIGPENDING=256, RLIMIT_MSGQUEUE=0,
+ *    oom_score_adj 1000 and a seccomp filter
  *    (installed on the executor itself at start, inherited by every job: it refuses nothing the
  *    executor uses);
  *  - counts halt signals only when they come from outside the container (ssi_pid 0);
@@ -308,6 +309,26 @@ static int keeps(int cap, uint32_t uid) {
 static void become_job(uint32_t uid, uint32_t gid) {
   struct rlimit core = {0, 0};
   if (setrlimit(RLIMIT_CORE, &core) < 0) die("setrlimit");
+  /*
+   * Every container's user namespace is owned by host root, and since Linux 5.14 the kernel
+   * charges a namespace's per-user rlimit counters to its owner in the parent namespace too: what
+   * any job queues is also counted against host root's one RLIMIT_SIGPENDING (96,364 on a 23 GiB
+   * host) and RLIMIT_MSGQUEUE (819,200 bytes), shared by every tenant and by the host. The only
+   * bound per container is the job's own rlimit (the first level of the count, per uid in the
+   * container), and a job cannot raise its hard limit (no CAP_SYS_RESOURCE).
+   *  - Queued signals: 256 per job (POSIX asks for at least 32; this also bounds its POSIX timers,
+   *    which preallocate one each). An agent with the defaults keeps at most slots (4 per CPU) +
+   *    64 idle + a few blank containers: on 10 CPUs ~110 × 256 = 28,160, under a third of root's.
+   *  - POSIX message queues: none. A queue outlives its job in the warm container's IPC namespace,
+   *    and a default-sized one costs ~80 KiB: ten tenants would exhaust root's 800 KiB. Any
+   *    non-zero bound small enough for 64 containers would be ~6 KiB, hardly a queue.
+   * SysV shm, semaphores and message queues are bounded per IPC namespace (kernel.shmmni,
+   * msgmni, msgmnb, sem — each container has its own) and charged to the container's memory
+   * cgroup, not to a per-user counter: they are not shared with other tenants.
+   */
+  struct rlimit sigpending = {256, 256}, msgqueue = {0, 0};
+  if (setrlimit(RLIMIT_SIGPENDING, &sigpending) < 0) die("setrlimit");
+  if (setrlimit(RLIMIT_MSGQUEUE, &msgqueue) < 0) die("setrlimit");
   /* The executor is exempt from the OOM killer; the job must be its first choice. */
   int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
   if (oom < 0 || write(oom, "1000", 4) != 4) die("oom_score_adj");

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { containerLimitsHook } from './host-limits.js';
 
 /** A host tool that failed; `signal` is set when a signal from outside ended it (not our timeout). */
 export class ToolFailed extends Error {
@@ -109,6 +110,8 @@ export function containerConfig(c: ContainerConfig): string {
     'lxc.console.path = none',
     `lxc.cap.keep = ${(c.rootJobs ? ROOT_JOB_CAPS : EXECUTOR_CAPS).join(' ')}`,
     `lxc.seccomp.profile = ${SECCOMP}`,
+    // The container's own per-user inotify/fanotify limits: see host-limits.ts.
+    containerLimitsHook(),
     'lxc.mount.auto = proc:mixed sys:ro cgroup:mixed',
     `lxc.mount.entry = ${c.executor} .corral/bin/corral-exec none ro,bind,create=file 0 0`,
     `lxc.mount.entry = ${c.sockDir} .corral/run none rw,bind,create=dir 0 0`,

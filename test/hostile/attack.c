@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <mqueue.h>
+#include <sys/inotify.h>
 #include <sys/mount.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
@@ -24,6 +26,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
+#include <time.h>
 #include <unistd.h>
 
 static void report(const char *what, long rc) {
@@ -136,6 +139,11 @@ static void whoami(void) {
   struct rlimit core;
   getrlimit(RLIMIT_CORE, &core);
   printf("core: %llu %llu\n", (unsigned long long)core.rlim_cur, (unsigned long long)core.rlim_max);
+  struct rlimit lim;
+  getrlimit(RLIMIT_SIGPENDING, &lim);
+  printf("sigpending: %llu %llu\n", (unsigned long long)lim.rlim_cur, (unsigned long long)lim.rlim_max);
+  getrlimit(RLIMIT_MSGQUEUE, &lim);
+  printf("msgqueue: %llu %llu\n", (unsigned long long)lim.rlim_cur, (unsigned long long)lim.rlim_max);
   f = fopen("/proc/self/oom_score_adj", "r");
   if (f && fgets(line, sizeof line, f)) printf("oom_score_adj: %s", line);
   if (f) fclose(f);
@@ -162,6 +170,84 @@ static void escape(const char *marker) {
   fflush(stdout);
 }
 
+/*
+ * Per-user kernel counters that every container's user namespace charges, hierarchically, to the
+ * owner of that namespace (host root) as well. A "-fill" takes as many as it can, prints how many
+ * and why it stopped, then "holding" and keeps them for `hold` seconds (the test probes meanwhile
+ * and then cancels the job); a "-probe" tries to take one and says whether it could.
+ */
+static void holding(int hold) {
+  printf("holding: yes\n");
+  fflush(stdout);
+  sleep((unsigned)hold);
+}
+
+static void inotify_fill(int hold) {
+  long n = 0, rc;
+  while (n < 100000 && (rc = inotify_init1(IN_CLOEXEC)) >= 0) n++;
+  printf("inotify-count: %ld\n", n);
+  report("inotify-fill", n < 100000 ? -1 : 0);
+  holding(hold);
+}
+
+static void inotify_probe(void) {
+  char line[64] = "?\n";
+  FILE *f = fopen("/proc/sys/user/max_inotify_instances", "r");
+  if (f && fgets(line, sizeof line, f)) printf("inotify-max-instances: %s", line);
+  if (f) fclose(f);
+  f = fopen("/proc/sys/user/max_inotify_watches", "r");
+  if (f && fgets(line, sizeof line, f)) printf("inotify-max-watches: %s", line);
+  if (f) fclose(f);
+  report("inotify-probe", inotify_init1(IN_CLOEXEC));
+}
+
+static void sigq_fill(int hold) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGRTMIN);
+  sigprocmask(SIG_BLOCK, &set, NULL);
+  long n = 0;
+  union sigval v = {0};
+  while (n < 10000000 && sigqueue(getpid(), SIGRTMIN, v) == 0) n++;
+  printf("sigq-count: %ld\n", n);
+  report("sigq-fill", -1);
+  holding(hold);
+}
+
+static void sigq_probe(void) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGRTMIN);
+  sigprocmask(SIG_BLOCK, &set, NULL);
+  union sigval v = {0};
+  report("sigq-probe", sigqueue(getpid(), SIGRTMIN, v));
+  timer_t t;
+  report("timer-create-probe", timer_create(CLOCK_MONOTONIC, NULL, &t));
+}
+
+/* POSIX message queues live on in the IPC namespace (the warm container's) after the job exits. */
+static void mq_fill(void) {
+  struct mq_attr attr = {.mq_maxmsg = 10, .mq_msgsize = 8192};
+  char name[64];
+  long n = 0;
+  for (;; n++) {
+    snprintf(name, sizeof name, "/corral-fill-%d-%ld", getpid(), n);
+    mqd_t q = mq_open(name, O_CREAT | O_EXCL | O_RDWR, 0600, &attr);
+    if (q == (mqd_t)-1) break;
+  }
+  printf("mq-count: %ld\n", n);
+  report("mq-fill", -1);
+}
+
+/* A queue of the default size (fs.mqueue.msg_default × msgsize_default), as most programs ask. */
+static void mq_probe(void) {
+  char name[64];
+  snprintf(name, sizeof name, "/corral-probe-%d", getpid());
+  mqd_t q = mq_open(name, O_CREAT | O_EXCL | O_RDWR, 0600, NULL);
+  report("mq-probe", q == (mqd_t)-1 ? -1 : 0);
+  if (q != (mqd_t)-1) mq_unlink(name);
+}
+
 /* Output as fast as the pipe takes it, forever. */
 static void flood(void) {
   static char buf[65536];
@@ -178,9 +264,16 @@ int main(int argc, char **argv) {
   else if (has(mode, "whoami")) whoami();
   else if (has(mode, "escape")) escape(argc > 2 ? argv[2] : "/tmp/escaped");
   else if (has(mode, "flood")) flood();
+  else if (has(mode, "inotify-fill")) inotify_fill(argc > 2 ? atoi(argv[2]) : 60);
+  else if (has(mode, "inotify-probe")) inotify_probe();
+  else if (has(mode, "sigq-fill")) sigq_fill(argc > 2 ? atoi(argv[2]) : 60);
+  else if (has(mode, "sigq-probe")) sigq_probe();
+  else if (has(mode, "mq-fill")) mq_fill();
+  else if (has(mode, "mq-probe")) mq_probe();
   else if (has(mode, "kill-all")) report("kill-minus-1", kill(-1, SIGKILL));
   else {
-    fprintf(stderr, "usage: corral-attack init|socket|syscalls|cgroup|whoami|escape|flood|kill-all\n");
+    fprintf(stderr, "usage: corral-attack init|socket|syscalls|cgroup|whoami|escape|flood|kill-all\n"
+                    "  inotify-fill [hold-s]|inotify-probe|sigq-fill [hold-s]|sigq-probe|mq-fill|mq-probe\n");
     return 2;
   }
   return 0;

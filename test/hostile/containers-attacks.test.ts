@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { until } from '../helpers/cluster.js';
-import { attack, containerExists, executorPid, expectPlatformHealthy, freezerOf, IMAGE, processesIn, rangeOf, ROOT_IMAGE, startArena, writeFile, type Arena } from './fixture.js';
+import { attack, containerExists, executorPid, expectPlatformHealthy, freezerOf, holding, IMAGE, probeAs, probeOnHost, processesIn, rangeOf, ROOT_IMAGE, startArena, writeFile, type Arena } from './fixture.js';
 
 /**
  * A hostile tenant's jobs, written as an attacker would write them (a static binary compiled on
@@ -31,6 +31,8 @@ describe('the job holds nothing', () => {
     expect(text).toMatch(/^NoNewPrivs:\s+1$/m);
     expect(text).toMatch(/^Seccomp:\s+2$/m);
     expect(text).toMatch(/^core: 0 0$/m);
+    expect(text).toMatch(/^sigpending: 256 256$/m);
+    expect(text).toMatch(/^msgqueue: 0 0$/m);
     expect(text).toMatch(/^oom_score_adj: 1000$/m);
     refused(results.get('lower-oom-score-adj'));
     // The container itself keeps only what its executor needs: kill, setgid, setuid, setpcap.
@@ -212,6 +214,63 @@ describe('floods', () => {
     expect(await a.mallory.output(disk.job.id)).toMatch(/No space left on device/);
     const mem = await a.mallory.submit({ command: 'x=$(head -c 100000000 /dev/zero | tr "\\0" a); echo ${#x}', image: IMAGE, memory: '32M' }, 30);
     expect(mem.job).toMatchObject({ state: 'failed', reason: 'oom' });
+    await expectPlatformHealthy(a);
+  });
+});
+
+/**
+ * Every container's user namespace is owned by host root (lxc-start runs as root), and the kernel
+ * charges per-user counters hierarchically (Linux ≥ 5.14): what a job takes is also charged to
+ * root in the initial namespace, one counter shared by every tenant and the host. Each case has
+ * mallory take all she can and hold it while another tenant, and host root, take one.
+ */
+describe('shared per-user kernel counters', () => {
+  async function release(id: string) {
+    expect((await a.mallory.request('POST', `/v1/jobs/${id}/cancel`)).status).toBe(202);
+    expect((await a.mallory.until(id, 15_000)).state).toBe('cancelled');
+  }
+
+  it('inotify instances: a job gets at most its container’s 32, and another tenant and host root still get theirs', async () => {
+    const held = await holding(a, 'inotify-fill');
+    try {
+      const victim = await probeAs(a.victim, 'inotify-probe');
+      expect(victim.get('inotify-probe')).toBe('ok');
+      expect(probeOnHost('inotify-probe').get('inotify-probe')).toBe('ok');
+      expect(victim.get('inotify-max-instances')).toBe('32');
+      expect(held.results.get('inotify-fill')).toBe('EMFILE');
+      expect(Number(held.results.get('inotify-count'))).toBeLessThanOrEqual(32);
+    } finally {
+      await release(held.id);
+    }
+    await expectPlatformHealthy(a);
+  });
+
+  it('queued signals: a job queues at most 256, and another tenant and host root can still queue one and make a timer', async () => {
+    const held = await holding(a, 'sigq-fill');
+    try {
+      const victim = await probeAs(a.victim, 'sigq-probe');
+      expect(victim.get('sigq-probe')).toBe('ok');
+      expect(victim.get('timer-create-probe')).toBe('ok');
+      const host = probeOnHost('sigq-probe');
+      expect(host.get('sigq-probe')).toBe('ok');
+      expect(host.get('timer-create-probe')).toBe('ok');
+      expect(held.results.get('sigq-fill')).toBe('EAGAIN');
+      expect(Number(held.results.get('sigq-count'))).toBeLessThanOrEqual(256);
+    } finally {
+      await release(held.id);
+    }
+    await expectPlatformHealthy(a);
+  });
+
+  it('POSIX message queues: a job can create none, so none outlive it in its warm container, and host root still can', async () => {
+    // Queues outlive the job in its container's IPC namespace, charged to host root's 800 KiB.
+    // Jobs get RLIMIT_MSGQUEUE 0, so another tenant's job cannot create one either: that is the
+    // policy, not the attack; the shared counter is what host root's probe checks.
+    const { job, results } = await attack(a, 'mq-fill', { fresh: true });
+    expect(job.state).toBe('succeeded');
+    expect(probeOnHost('mq-probe').get('mq-probe')).toBe('ok');
+    expect(results.get('mq-fill')).toBe('EMFILE');
+    expect(results.get('mq-count')).toBe('0');
     await expectPlatformHealthy(a);
   });
 });

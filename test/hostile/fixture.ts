@@ -6,7 +6,7 @@ import { expect } from 'vitest';
 import { importImage, listImages, removeImage } from '../../agent/lxc/images.js';
 import type { AgentConn } from '../../src/agents/conn.js';
 import type { JobView } from '../../src/jobs/view.js';
-import { ensureBusybox, startCluster, type Client, type Cluster } from '../helpers/cluster.js';
+import { ensureBusybox, startCluster, until, type Client, type Cluster } from '../helpers/cluster.js';
 
 export const LXC = '/var/lib/lxc';
 const HOST = { lxcPath: LXC, idmapBase: 1_000_000 };
@@ -51,7 +51,17 @@ export interface Arena {
 export async function startArena(quota: Record<string, number> = {}): Promise<Arena> {
   await buildAttackImages();
   const cluster = await startCluster({ agents: [] });
-  await cluster.addAgent(AGENT, { images: `busybox,${IMAGE},${ROOT_IMAGE}`, 'root-images': ROOT_IMAGE, slots: '6', 'max-idle-per-tenant': '2' });
+  // An executor of its own, built from this checkout: the default /var/lib/corral/bin is shared
+  // with every other agent on the host, and one started from another checkout (another branch's
+  // executor) replaces that binary under the containers this agent starts next.
+  const state = mkdtempSync(join(tmpdir(), 'corral-hostile-state-'));
+  chmodSync(state, 0o755); // containers bind-mount the executor from under it
+  const stop = cluster.stop.bind(cluster);
+  cluster.stop = async () => {
+    await stop();
+    rmSync(state, { recursive: true, force: true });
+  };
+  await cluster.addAgent(AGENT, { images: `busybox,${IMAGE},${ROOT_IMAGE}`, 'root-images': ROOT_IMAGE, slots: '6', 'max-idle-per-tenant': '2', 'state-dir': state });
   const mallory = await cluster.tenant('mallory', quota);
   const victim = await cluster.tenant('victim');
   const link = cluster.gateway.services.hub.agents().find((a) => a.id === AGENT)!;
@@ -63,12 +73,41 @@ export async function attack(a: Arena, mode: string, extra: Record<string, unkno
   const r = await a.mallory.submit({ command: ['/usr/bin/corral-attack', mode], image: IMAGE, timeout: 20, ...extra }, 30);
   const job = r.status === 200 ? r.job : await a.mallory.until(r.job.id);
   const text = await a.mallory.output(job.id, 'stdout');
+  return { job, results: reportOf(text), text };
+}
+
+/** An attack's report lines, "try: result", as try → result. */
+export function reportOf(text: string): Map<string, string> {
   const results = new Map<string, string>();
   for (const line of text.split('\n')) {
     const m = /^([\w-]+): (.*)$/.exec(line);
     if (m) results.set(m[1]!, m[2]!);
   }
-  return { job, results, text };
+  return results;
+}
+
+/**
+ * Starts `corral-attack MODE` (a "-fill" attack) as mallory in a fresh container and returns once
+ * the job says it holds what it took, with its report so far. The job holds for a minute; the
+ * caller cancels it when done.
+ */
+export async function holding(a: Arena, mode: string): Promise<{ id: string; results: Map<string, string> }> {
+  const { job } = await a.mallory.submit({ command: ['/usr/bin/corral-attack', mode, '60'], image: IMAGE, timeout: 90, fresh: true });
+  let text = '';
+  await until(async () => /^holding: yes$/m.test((text = await a.mallory.output(job.id, 'stdout'))), 30_000, 50);
+  return { id: job.id, results: reportOf(text) };
+}
+
+/** Runs a probe attack (`inotify-probe` …) as another tenant, in its own container: its report. */
+export async function probeAs(client: Client, mode: string): Promise<Map<string, string>> {
+  const r = await client.submit({ command: ['/usr/bin/corral-attack', mode], image: IMAGE, timeout: 20 }, 30);
+  expect(r.job.state).toBe('succeeded');
+  return reportOf(await client.output(r.job.id, 'stdout'));
+}
+
+/** Runs a probe attack as host root (the attack binary is static: the image's copy runs here too). */
+export function probeOnHost(mode: string): Map<string, string> {
+  return reportOf(execFileSync(join(LXC, `corral-img-${IMAGE}`, 'rootfs', 'usr', 'bin', 'corral-attack'), [mode]).toString());
 }
 
 /**
