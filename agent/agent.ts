@@ -44,7 +44,10 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ level
 
   for (const i of images) shareImage(config, i);
   // Host root's inotify/fanotify limits must hold every container's share (see host-limits.ts).
-  for (const c of ensureHostLimits(config.slots + config.maxIdle + config.warm * images.length)) log.info(c, 'raised a host limit so that every container gets its share');
+  for (const c of ensureHostLimits(config.slots + config.maxIdle + config.warm * images.length)) {
+    if (c.error) log.warn(c, 'a host limit is below what the containers need and could not be raised; run scripts/install-host.sh');
+    else log.info(c, 'raised a host limit so that every container gets its share');
+  }
 
   const env = { agent: config.name, lxcPath: config.lxcPath, executor, diskBytes: config.disk, rootImages: config.rootImages };
   const leftovers = await destroyLeftovers(env);

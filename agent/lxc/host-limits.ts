@@ -59,23 +59,39 @@ export function containerLimitsHook(): string {
   return `lxc.hook.mount = /bin/sh -c '${writes.join(' && ')}'`;
 }
 
+/** One host limit below what the containers need: raised, or (`error`) left as it was. */
+export interface HostLimitChange {
+  name: string;
+  from: number;
+  to: number;
+  error?: string;
+}
+
 /**
  * Raises host root's limits to hold `containers` containers' shares plus the host's reserve,
- * where they are lower. Returns what it changed, for the log. scripts/install-host.sh persists
- * values that cover the defaults; this covers an agent configured for more containers, or a host
- * set up by hand. Never lowers a limit. Agents sharing a host each count only their own
- * containers: give such a host limits for all of them (install-host.sh's cover ~500).
+ * where they are lower, and returns each one it found low, for the log. scripts/install-host.sh
+ * persists values that cover the defaults; this covers an agent configured for more containers,
+ * or a host set up by hand. Never lowers a limit. A limit it cannot write (/proc/sys read-only,
+ * as in a container) is reported, not fatal: each container still holds its own share, and the
+ * host's limit then only bounds how many containers can use theirs at once. Agents sharing a
+ * host each count only their own containers: give such a host limits for all of them
+ * (install-host.sh's cover ~500 containers).
  */
-export function ensureHostLimits(containers: number, procSys = '/proc/sys'): { name: string; from: number; to: number }[] {
-  const changed: { name: string; from: number; to: number }[] = [];
+export function ensureHostLimits(containers: number, procSys = '/proc/sys'): HostLimitChange[] {
+  const low: HostLimitChange[] = [];
   for (const [name, share] of Object.entries(CONTAINER_USER_LIMITS)) {
     const file = `${procSys}/${HOST_SYSCTL[name]}`;
     if (!existsSync(file)) continue;
     const from = Number(readFileSync(file, 'utf8').trim());
     const to = containers * share + HOST_RESERVE[name]!;
     if (from >= to) continue;
-    writeFileSync(file, `${to}\n`);
-    changed.push({ name: HOST_SYSCTL[name]!.replaceAll('/', '.'), from, to });
+    const change: HostLimitChange = { name: HOST_SYSCTL[name]!.replaceAll('/', '.'), from, to };
+    try {
+      writeFileSync(file, `${to}\n`);
+    } catch (e) {
+      change.error = (e as Error).message;
+    }
+    low.push(change);
   }
-  return changed;
+  return low;
 }
