@@ -1,5 +1,5 @@
 import { request } from 'node:http';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -94,5 +94,40 @@ describe("requests Node's parser refuses", () => {
     expect(p.errors.map((e) => e.field)).toEqual([field]);
     // The gateway still serves.
     expect((await fetch(`${g.url}/healthz`)).status).toBe(200);
+  });
+});
+
+describe('a parse error on a connection already in use', () => {
+  it('a request whose body breaks off mid-way ends at once: the gateway closes its side, not left to the request timeout', async () => {
+    const accepted: Array<{ port: number | undefined; s: Socket }> = [];
+    const onConnection = (s: Socket) => accepted.push({ port: s.remotePort, s });
+    g.server.on('connection', onConnection);
+    const url = new URL(g.url);
+    // The client keeps its half of the connection open, as a slow or hostile one would.
+    const sock = connect({ port: Number(url.port), host: url.hostname, allowHalfOpen: true });
+    let got = '';
+    const answered = new Promise<void>((resolve) => sock.on('data', (d) => ((got += d), resolve())));
+    sock.write(`POST /v1/jobs HTTP/1.1\r\nhost: a\r\nauthorization: Bearer ${token}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n5\r\n{"com\r\nzz\r\n`);
+    await answered;
+    expect(got).toMatch(/^HTTP\/1.1 400 /);
+    const mine = accepted.find((a) => a.port === sock.localPort)!.s;
+    await expect.poll(() => mine.destroyed, { timeout: 5000 }).toBe(true);
+    g.server.off('connection', onConnection);
+    sock.destroy();
+  });
+
+  it('garbage pipelined behind a follow closes the connection without splicing an answer into the stream', async () => {
+    const job = (await (await fetch(new URL('/v1/jobs', g.url), { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{"command":"true"}' })).json()) as { id: string };
+    const url = new URL(g.url);
+    const sock = connect(Number(url.port), url.hostname);
+    let got = '';
+    const streaming = new Promise<void>((resolve) => sock.on('data', (d) => ((got += d), /\r\n\r\n/.test(got) && resolve())));
+    const closed = new Promise<void>((resolve) => sock.on('close', () => resolve()));
+    sock.write(`GET /v1/jobs/${job.id}/output?follow=1 HTTP/1.1\r\nhost: a\r\nauthorization: Bearer ${token}\r\n\r\n`);
+    await streaming; // the job stays queued (no agent): the stream is open
+    sock.write('BOGUS\r\n\r\n');
+    await closed;
+    expect(got).toMatch(/^HTTP\/1.1 200 /);
+    expect(got.match(/HTTP\/1.1 /g)).toHaveLength(1);
   });
 });

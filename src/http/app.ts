@@ -22,6 +22,9 @@ import { consoleRoutes } from '../console/routes.js';
 
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 
+/** The one route whose body is raw bytes (a function's stdin), not JSON: by method and shape, not a suffix a name could supply. */
+export const isRawBodyRoute = (method: string, path: string) => method === 'POST' && /^\/v1\/functions\/[^/]+\/invoke$/.test(path);
+
 /**
  * Builds the gateway's HTTP app over `services`. Nothing here holds state of its own;
  * `draining` says when the gateway is shutting down (new work is then refused with 503).
@@ -56,14 +59,14 @@ export function createApp(s: Services, o: { draining?: () => boolean } = {}) {
       const type = c.req.header('content-type');
       const length = c.req.header('content-length');
       const hasBody = type !== undefined || (length !== undefined && length !== '0') || c.req.header('transfer-encoding') !== undefined;
-      if (hasBody && !(type && JSON_TYPE.test(type)) && !c.req.path.endsWith('/invoke')) {
+      if (hasBody && !(type && JSON_TYPE.test(type)) && !isRawBodyRoute(c.req.method, c.req.path)) {
         throw new ApiError('unsupported_media_type', 'the body must be application/json', [{ field: 'content-type', message: `got ${type ?? 'none'}` }]);
       }
     }
     await next();
   });
   app.use('/v1/*', authenticate(s.verifier, s.tenants.exists));
-  app.use('/v1/*', checkedJsonBody(JSON_TYPE));
+  app.use('/v1/*', checkedJsonBody(JSON_TYPE, isRawBodyRoute));
 
   const api = router();
   api.route('/', tenantRoutes(s));
@@ -96,7 +99,7 @@ export function allowedMethods(routes: ReadonlyArray<{ method: string; path: str
   let table: Array<{ method: string; re: RegExp }> | undefined;
   const segment = (s: string) => (s.startsWith(':') ? '[^/]+' : s === '*' ? '.*' : s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
   return (path) => {
-    table ??= routes.filter((r) => r.method !== 'ALL').map((r) => ({ method: r.method, re: new RegExp(`^${r.path.split('/').map(segment).join('/')}/?$`) }));
+    table ??= routes.filter((r) => r.method !== 'ALL').map((r) => ({ method: r.method, re: new RegExp(`^${r.path.split('/').map(segment).join('/')}$`) }));
     const methods = new Set(table.filter((r) => r.re.test(path)).map((r) => r.method));
     if (methods.has('GET')) methods.add('HEAD');
     return [...methods].sort();

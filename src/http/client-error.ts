@@ -7,7 +7,10 @@ import { PROBLEMS, type ProblemCode } from './errors.js';
  * problem+json answer like every other refusal, instead of Node's bare status line.
  */
 export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-  if (err.code === 'ECONNRESET' || !socket.writable) {
+  // A response already under way on this connection (a pipelined request after a follow, say)
+  // must not have an answer spliced into it: the connection just ends.
+  const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true;
+  if (err.code === 'ECONNRESET' || !socket.writable || inFlight) {
     socket.destroy();
     return;
   }
@@ -19,5 +22,7 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): v
         : ['bad_request', '(request)', 'the request is not valid HTTP/1.1'];
   const { status, title } = PROBLEMS[code];
   const body = JSON.stringify({ type: `/problems/${code}`, title, status, detail, errors: [{ field, message: detail }] });
-  socket.end(`HTTP/1.1 ${status} ${title}\r\ncontent-type: application/problem+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  // Destroyed once written, as Node's own handler does: a request half read on this connection
+  // then ends at once instead of waiting for the request timeout.
+  socket.end(`HTTP/1.1 ${status} ${title}\r\ncontent-type: application/problem+json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`, () => socket.destroy());
 }

@@ -84,14 +84,14 @@ export function parseJsonBody(bytes: Uint8Array): unknown {
 
 /**
  * Checks and parses a JSON body once for the routes after it (their validators get the parsed
- * value from this request's `json()`). Raw-body routes (`…/invoke`, whose bytes become stdin) are
- * left alone; so is a request with no JSON content type, which `jsonOnly` has already judged.
+ * value from this request's `json()`). The raw-body route (a function's invoke, whose bytes
+ * become stdin) is left alone; so is a request with no JSON content type, which `jsonOnly` has already judged.
  */
-export function checkedJsonBody(jsonType: RegExp): MiddlewareHandler<AppEnv> {
+export function checkedJsonBody(jsonType: RegExp, isRaw: (method: string, path: string) => boolean): MiddlewareHandler<AppEnv> {
   return async function checkedJsonBody(c, next) {
     const method = c.req.method;
     const type = c.req.header('content-type');
-    if ((method === 'POST' || method === 'PUT' || method === 'PATCH') && type && jsonType.test(type) && !c.req.path.endsWith('/invoke')) {
+    if ((method === 'POST' || method === 'PUT' || method === 'PATCH') && type && jsonType.test(type) && !isRaw(method, c.req.path)) {
       const bytes = new Uint8Array(await c.req.arrayBuffer());
       if (bytes.length > 0) {
         const value = parseJsonBody(bytes);

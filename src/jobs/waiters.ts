@@ -28,6 +28,8 @@ export class JobWaiters {
    * maximum of requests open does not wait (false at once).
    */
   wait(tenant: string, jobId: string, ms: number, signal?: AbortSignal): Promise<boolean> {
+    // A client already gone (a submit's wait asked for after its commit) holds nothing.
+    if (signal?.aborted) return Promise.resolve(false);
     const release = this.holds.take(tenant);
     if (!release) return Promise.resolve(false);
     return new Promise((resolve) => {

@@ -62,6 +62,17 @@ describe('text is taken exactly as sent, or refused', () => {
     }
     expect(await jobCount()).toBe(0);
   });
+
+  it('a function named "invoke" gets the same checks; only POST …/invoke takes raw bytes', async () => {
+    const put = (body: string) => g.req('PUT', '/v1/functions/invoke', { token, raw: body, headers: { 'content-type': 'application/json' } });
+    await refused(await put('{"command":"true","env":{"__proto__":{"A":"b"}}}'), 'env.__proto__', /__proto__/);
+    await refused(await put('{"command":"true","description":"\\ud800"}'), 'description', /surrogate/);
+    await refused(await put('['.repeat(1000)), '(body)', /deeper/);
+    expect((await put('{"command":"cat"}')).status).toBe(201);
+    // Its invoke takes any bytes as stdin, JSON or not.
+    const invoked = await g.req('POST', '/v1/functions/invoke/invoke', { token, raw: Buffer.from([0xff, 0x5b, 0x5b]), headers: { 'content-type': 'application/octet-stream' } });
+    expect(invoked.status).toBe(202);
+  });
 });
 
 describe('nesting is bounded before parsing', () => {
@@ -132,6 +143,8 @@ describe('methods', () => {
       expect((await problemOf(res)).fields).toEqual(['(method)']);
     }
     expect((await g.req('GET', '/v1/nothing-here', { token })).status).toBe(404);
+    // The router is strict about a trailing slash, and so is the Allow list.
+    expect((await g.req('PUT', '/v1/jobs/', { token, raw: '{}', headers: { 'content-type': 'application/json' } })).status).toBe(404);
     expect((await g.req('GET', '/v1/jobs/job_01ABC', { token })).status).toBe(404); // a route's own 404
     expect((await g.req('GET', '/docs/no-such-file.js')).status).toBe(404);
   });
@@ -164,6 +177,10 @@ describe('requests held open', () => {
     // Another tenant follows as usual.
     expect((await follow(beta, other.id)).status).toBe(200);
 
+    // A wait whose client has already gone takes no hold.
+    const gone = g.s.waiters.wait('beta', other.id, 60_000, AbortSignal.abort());
+    expect(g.s.holds.count('beta')).toBe(1); // the follow above, only
+    expect(await gone).toBe(false);
     // A follow that ends gives its hold back.
     first.abort();
     await expect.poll(() => g.s.holds.count('acme')).toBe(1);
