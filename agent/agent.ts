@@ -21,7 +21,8 @@ export interface Agent {
   images: string[];
   /**
    * Stops taking runs (tells the gateway, and says zero slots in any later hello) and waits until
-   * the attempts it holds have ended and their results were sent, or `ms` passed; `stop()` follows.
+   * the attempts it holds have ended and the gateway acknowledged their results (while the link
+   * is up; over a broken link, sent or kept is enough), or `ms` passed; `stop()` follows.
    */
   drain(ms: number): Promise<void>;
   /** Closes the link and destroys every container (attempts still running end with them). */
@@ -152,7 +153,10 @@ export async function startAgent(config: AgentConfig, log: Logger = pino({ level
         log.info({ running: runner.running().length, drainMs: ms }, 'draining: no new runs; waiting for running attempts');
       }
       const deadline = Date.now() + ms;
-      while (runner.running().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
+      // Done when nothing runs and, while the link is up, the gateway has acknowledged every
+      // result (it is on its disk): a stop right after loses nothing even if the gateway dies.
+      const busy = () => runner.running().length > 0 || (connection.open && connection.unacknowledged > 0);
+      while (busy() && Date.now() < deadline) await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
       const left = runner.running().length;
       if (left > 0) log.warn({ running: left }, 'drain timed out: the attempts still running end with their containers and are re-run elsewhere');
     },

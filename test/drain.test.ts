@@ -162,7 +162,9 @@ describe('graceful shutdown', () => {
       const next = await client.submit({ command: 'echo next' });
       const startedDrain = Date.now();
       await drained;
-      // The drain ended when the attempt did (not at its 20 s timeout), with the result reported.
+      // The drain ended when the attempt did (not at its 20 s timeout), with the result on the
+      // gateway's disk: acknowledged, so the agent keeps nothing to send again.
+      expect(agent.connection.unacknowledged).toBe(0);
       expect(Date.now() - startedDrain).toBeLessThan(10_000);
       const first = await client.get(job.id);
       expect(first.state).toBe('succeeded');
