@@ -6,6 +6,8 @@ import { ApiError } from './errors.js';
 export const MAX_JSON_DEPTH = 32;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+/** JSON's whitespace: space, tab, line feed, carriage return. */
+const isJsonSpace = (b: number) => b === 0x20 || b === 0x09 || b === 0x0a || b === 0x0d;
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 const bad = (field: string, message: string) => new ApiError('bad_request', `the body ${message}`, [{ field, message }]);
@@ -93,11 +95,12 @@ export function checkedJsonBody(jsonType: RegExp, isRaw: (method: string, path: 
     const type = c.req.header('content-type');
     if ((method === 'POST' || method === 'PUT' || method === 'PATCH') && type && jsonType.test(type) && !isRaw(method, c.req.path)) {
       const bytes = new Uint8Array(await c.req.arrayBuffer());
-      if (bytes.length > 0) {
-        const value = parseJsonBody(bytes);
-        // The validators read the body with c.req.json(), which would parse the text again.
-        c.req.json = <T>() => Promise.resolve(value as T);
-      }
+      // A blank body means no fields, as no body does: a client that always sends the JSON type
+      // can still re-run a job or create a trigger with the defaults (a required field is then
+      // named as missing).
+      const value = bytes.every(isJsonSpace) ? {} : parseJsonBody(bytes);
+      // The validators read the body with c.req.json(), which would parse the text again.
+      c.req.json = <T>() => Promise.resolve(value as T);
     }
     await next();
   };

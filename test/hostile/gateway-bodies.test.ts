@@ -75,6 +75,19 @@ describe('text is taken exactly as sent, or refused', () => {
   });
 });
 
+describe('a blank body with a JSON content type', () => {
+  it('means no fields: a re-run and a trigger take their defaults, and a submit names the missing command', async () => {
+    const job = (await (await post('/v1/jobs', '{"command":"true"}')).json()) as { id: string };
+    for (const blank of ['', ' \r\n\t']) {
+      const again = await post(`/v1/jobs/${job.id}/rerun`, blank);
+      expect(again.status).toBe(202);
+      await refused(await post('/v1/jobs', blank), 'command', /./);
+    }
+    expect((await g.req('PUT', '/v1/functions/f', { token, body: { command: 'cat' } })).status).toBe(201);
+    expect((await post('/v1/functions/f/triggers', '')).status).toBe(201);
+  });
+});
+
 describe('nesting is bounded before parsing', () => {
   it(`a body nested past ${MAX_JSON_DEPTH} levels is 400 naming the body; ${MAX_JSON_DEPTH} levels still reach validation`, async () => {
     const deep = '['.repeat(500_000) + ']'.repeat(500_000); // just under the 1 MiB body limit
