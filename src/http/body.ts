@@ -27,7 +27,7 @@ function readCapped(incoming: IncomingMessage, limit: number): Promise<Buffer> {
 
 /**
  * Caps request bodies at `limit` bytes (413 problem+json, also for chunked bodies). On Node's
- * HTTP server it reads the body straight from the socket and hands Hono the text, which skips
+ * HTTP server it reads the body straight from the socket and hands Hono the bytes, which skips
  * building a web ReadableStream per request — that stream was the largest cost of a submit in
  * the gateway's CPU profile (bench/submit.ts). Elsewhere (app.request in tests) Hono's own
  * body-limit does the same job.
@@ -48,10 +48,9 @@ export function cappedBody(limit: number): MiddlewareHandler<AppEnv> {
       if (err instanceof TooLarge) throw tooLarge();
       throw new ApiError('bad_request', 'the body could not be read', [{ field: '(body)', message: 'unreadable' }]);
     }
-    // Both forms: JSON routes read the text; raw-body routes (an invoke's stdin, a webhook's
-    // signed bytes) read the bytes, which a text round trip would corrupt.
-    const cache = (c.req as unknown as { bodyCache: Record<string, Promise<string | ArrayBuffer>> }).bodyCache;
-    cache.text = Promise.resolve(bytes.toString('utf8'));
+    // The bytes only: JSON routes get theirs decoded strictly and parsed once by checkedJsonBody,
+    // and raw-body routes (an invoke's stdin, a webhook's signed bytes) read them as they came.
+    const cache = (c.req as unknown as { bodyCache: Record<string, Promise<ArrayBuffer>> }).bodyCache;
     cache.arrayBuffer = Promise.resolve(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length) as ArrayBuffer);
     await next();
   };
